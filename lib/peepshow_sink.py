@@ -1,0 +1,1082 @@
+"""The one helper every peepshow sink shares: stdin payloads, derived values, env config, HTTP, spool, CLI.
+
+A sink script defines NAME, HELP, read_config(env), destination(config), build_requests(runs, config) (pure),
+deliver(runs, config, ctx) and optionally check(config, ctx) and print_schema(config); then its main() is
+`return peepshow_sink.main(sys.modules[__name__])`. Exit codes (shared by every peepshow sink): 0 delivered,
+2 usage or configuration, 3 missing dependency, 4 malformed stdin, 5 remote or network failure.
+
+Start-up matters (peepshow runs sinks one after another on every run): import only what a single run needs and
+import the rest where it is used.
+"""
+
+import json
+import os
+import sys
+import time
+
+__version__ = "0.1.0"
+
+EXIT_OK, EXIT_USAGE, EXIT_DEPENDENCY, EXIT_PAYLOAD, EXIT_REMOTE = 0, 2, 3, 4, 5
+DEFAULT_TIMEOUT = 30.0
+TRANSCRIPT_LIMIT = 1024 * 1024
+MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
+READ_CHUNK = 1024 * 1024
+
+
+class SinkError(Exception):
+    """A one-line, user-facing failure: `code` is the exit code, `transient` means a later replay may succeed."""
+
+    def __init__(self, code, message, transient=False):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.transient = transient
+
+
+def usage_error(message):
+    return SinkError(EXIT_USAGE, message)
+
+
+def remote_error(message, transient=False):
+    return SinkError(EXIT_REMOTE, message, transient=transient)
+
+
+# -- secrets -------------------------------------------------------------------------------------------------------
+
+_secrets = set()
+
+
+def register_secret(value):
+    """Remember a credential so that `redact` hides it, and its common encodings, from everything shown."""
+    import base64
+    import urllib.parse
+
+    if not value or len(value) < 4:
+        return
+    _secrets.add(value)
+    _secrets.add(urllib.parse.quote(value, safe=""))
+    _secrets.add(base64.b64encode(f"{value}:".encode()).decode())
+    _secrets.add(base64.b64encode(value.encode()).decode().rstrip("="))
+
+
+def redact(text):
+    text = str(text)
+    for secret in sorted(_secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+# -- configuration -------------------------------------------------------------------------------------------------
+
+
+def env_value(env, name, default=None):
+    """The variable's value with surrounding whitespace removed; empty or unset gives `default`."""
+    value = (env.get(name) or "").strip()
+    return value or default
+
+
+def require(env, name, hint):
+    value = env_value(env, name)
+    if value is None:
+        raise usage_error(f"{name} is not set: {hint}")
+    return value
+
+
+def read_timeout(env):
+    raw = env_value(env, "PEEPSHOW_SINK_TIMEOUT")
+    if raw is None:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 3600:
+        raise usage_error(f"PEEPSHOW_SINK_TIMEOUT={raw!r} is not a number of seconds between 0 and 3600")
+    return seconds
+
+
+def base_url(env, name, hint):
+    """A required http(s) base URL with trailing slashes dropped."""
+    import urllib.parse
+
+    url = require(env, name, hint).rstrip("/")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise usage_error(f"{name}={url!r} is not an http(s) URL: {hint}")
+    return url
+
+
+def is_loopback(host):
+    host = (host or "").strip("[]").lower()
+    return host in ("localhost", "::1") or host.endswith(".localhost") or host.startswith("127.")
+
+
+def refuse_plain_http(url, variable):
+    """Credentials never cross a network in clear text; loopback (emulators, a local Stargate) is fine."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise usage_error(
+            f"{variable} uses plain http to {parts.hostname}: the credential would travel unencrypted; use https"
+        )
+
+
+# -- payload -------------------------------------------------------------------------------------------------------
+
+
+def iter_documents(stream):
+    """Yield each JSON value of a byte stream holding one or more documents (concatenated or one per line).
+
+    Streams: holds the current document plus one read chunk, so memory stays flat over any number of runs.
+    Raises SinkError(4) for bad UTF-8, bad JSON, or an empty stream.
+    """
+    import codecs
+    import re
+
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    blank = re.compile(r"[ \t\r\n\ufeff]*")
+    buffer, offset, eof, count = "", 0, False, 0
+    while True:
+        offset = blank.match(buffer, offset).end()
+        if offset == len(buffer):
+            if eof:
+                break
+            (buffer, eof), offset = _read_more(stream, utf8, ""), 0
+            continue
+        try:
+            value, offset = decoder.raw_decode(buffer, offset)
+        except json.JSONDecodeError as error:
+            if not eof:
+                (buffer, eof), offset = _read_more(stream, utf8, buffer[offset:]), 0
+                if len(buffer) > MAX_DOCUMENT_BYTES:
+                    raise SinkError(EXIT_PAYLOAD, "stdin: one document is larger than 256 MiB") from None
+                continue
+            what = "truncated" if error.pos >= len(buffer) - 1 else "not valid JSON"
+            where = f"document {count + 1} on stdin" if count else "stdin"
+            raise SinkError(
+                EXIT_PAYLOAD,
+                f"{where} is {what} ({error.msg} at character {error.pos - offset + 1}): "
+                "pipe the output of `peepshow <video> --emit json`",
+            ) from None
+        count += 1
+        yield value
+    if count == 0:
+        raise SinkError(EXIT_PAYLOAD, "stdin is empty: pipe the output of `peepshow <video> --emit json` into the sink")
+
+
+def _read_more(stream, utf8, pending):
+    """(`pending` plus the next chunk of the stream, decoded; whether the stream has ended)."""
+    chunk = stream.read(READ_CHUNK)
+    try:
+        return pending + utf8.decode(chunk or b"", final=not chunk), not chunk
+    except UnicodeDecodeError as error:
+        raise SinkError(
+            EXIT_PAYLOAD, f"stdin is not valid UTF-8 ({error.reason}): peepshow writes UTF-8 JSON"
+        ) from None
+
+
+def clean_text(value):
+    """A str safe to encode as UTF-8: JSON allows lone surrogates (\\ud83d), UTF-8 does not."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        import re
+
+        return re.sub("[\ud800-\udfff]", "\ufffd", value)
+    return value
+
+
+def text(value):
+    """A non-empty string, or None."""
+    if isinstance(value, str) and value.strip():
+        return clean_text(value)
+    return None
+
+
+def number(value):
+    """A finite int or float from a number or a numeric string; None for anything else (bool included)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, str):
+        try:
+            parsed = float(value.strip())
+        except ValueError:
+            return None
+        if parsed != parsed or parsed in (float("inf"), float("-inf")):
+            return None
+        return int(parsed) if parsed.is_integer() and "." not in value and "e" not in value.lower() else parsed
+    return None
+
+
+def field(payload, *path):
+    """payload[a][b]… or None when any step is missing or not an object."""
+    for key in path:
+        if not isinstance(payload, dict):
+            return None
+        payload = payload.get(key)
+    return payload
+
+
+def basename(path):
+    """Last component of a POSIX or Windows path, trailing separators ignored."""
+    return path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+
+
+def iso_millis(epoch_seconds):
+    import datetime
+
+    moment = datetime.datetime.fromtimestamp(epoch_seconds, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_iso(value):
+    """Epoch seconds (float) of an ISO-8601 date-time with any fraction and a Z or ±hh:mm offset; else None."""
+    import datetime
+    import re
+
+    if not isinstance(value, str):
+        return None
+    match = re.fullmatch(
+        r"\s*(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d+))?)?\s*(Z|z|[+-]\d\d:?\d\d)?\s*", value
+    )
+    if not match:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    try:
+        moment = datetime.datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second or 0), tzinfo=datetime.timezone.utc
+        )
+    except ValueError:
+        return None
+    seconds = moment.timestamp() + (int(fraction[:6].ljust(6, "0")) / 1e6 if fraction else 0)
+    if zone and zone not in "Zz":
+        sign = 1 if zone[0] == "+" else -1
+        digits = zone[1:].replace(":", "")
+        seconds -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+    return seconds
+
+
+def cut_utf8(value, limit):
+    """`value` cut to at most `limit` bytes of UTF-8, never in the middle of a character."""
+    encoded = value.encode("utf-8")
+    if len(encoded) <= limit:
+        return value
+    return encoded[:limit].decode("utf-8", "ignore")
+
+
+def thumbnail_url(payload, env):
+    import urllib.parse
+
+    base = env_value(env, "PEEPSHOW_FRAME_BASE_URL")
+    frames = payload.get("frames")
+    if not base or not isinstance(frames, list) or not frames:
+        return None
+    first = frames[0]
+    path = text(first.get("path")) if isinstance(first, dict) else text(first)
+    if not path or not basename(path):
+        return None
+    return base.rstrip("/") + "/" + urllib.parse.quote(basename(path).encode("utf-8"), safe="-._~")
+
+
+def derive(payload, env, now=None):
+    """The values every sink writes (SPEC §1), computed once per run. Raises SinkError(4) for an unusable run.
+
+    `created_at` comes from the payload's `createdAt` (manifests, and runs replayed from the spool, carry it),
+    else from `now`: the sink stores it with a spooled run so a replay is recognised as the same delivery.
+    """
+    if not isinstance(payload, dict):
+        kind = "an array" if isinstance(payload, list) else type(payload).__name__.replace("NoneType", "null")
+        raise SinkError(EXIT_PAYLOAD, f"stdin holds {kind}, not a JSON object: pipe peepshow's --emit json output")
+    output_dir = text(payload.get("outputDir"))
+    run_id = basename(output_dir) if output_dir else None
+    run_id = run_id or text(payload.get("runId"))
+    if not run_id:
+        raise SinkError(
+            EXIT_PAYLOAD, "the run has no outputDir (nor a manifest runId) to name it: is this peepshow output?"
+        )
+    tags = field(payload, "video", "tags")
+    tags = {str(k): v for k, v in tags.items()} if isinstance(tags, dict) else {}
+    tags = json.loads(clean_text(json.dumps(tags, ensure_ascii=False)))
+    created = parse_iso(payload.get("createdAt"))
+    frames = payload.get("frames")
+    transcript = text(field(payload, "audio", "transcript", "text"))
+    return {
+        "run_id": run_id,
+        "title": text(tags.get("title"))
+        or text(tags.get("show"))
+        or text(field(payload, "input", "filename"))
+        or run_id,
+        "frames": len(frames) if isinstance(frames, list) else 0,
+        "duration": number(field(payload, "video", "durationSeconds")),
+        "transcript": cut_utf8(transcript, TRANSCRIPT_LIMIT) if transcript else None,
+        "thumbnail_url": thumbnail_url(payload, env),
+        "strategy": text(payload.get("strategy")) or text(field(payload, "extraction", "strategy")),
+        "tags": json.dumps(tags, ensure_ascii=False, separators=(",", ":")),
+        "tag_values": tags,
+        "created_at": iso_millis(created if created is not None else (now if now is not None else time.time())),
+        "payload": payload,
+    }
+
+
+def stable_id(*parts):
+    """A UUIDv5-shaped id of the parts: the same run always gets the same dedup id, retries and replays alike."""
+    import hashlib
+
+    name = "\x1f".join(parts).encode("utf-8", "surrogatepass")
+    digest = bytearray(hashlib.sha1(name).digest()[:16])  # noqa: S324 - an id (UUIDv5 uses SHA-1), not a secret
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    hexed = digest.hex()
+    return f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}"
+
+
+# -- HTTP ----------------------------------------------------------------------------------------------------------
+
+
+def load_urllib3():
+    import warnings
+
+    # macOS's /usr/bin/python3 links LibreSSL; urllib3 2 warns about it on import. The sinks work there, and
+    # peepshow shows a sink's stderr as its failure reason, so keep it clean.
+    warnings.filterwarnings("ignore", message=".*urllib3 v2 only supports OpenSSL.*")
+    try:
+        import urllib3
+    except ImportError:
+        raise SinkError(
+            EXIT_DEPENDENCY, "urllib3 is not installed: use the .pyz zipapp, or `pip install urllib3`"
+        ) from None
+    return urllib3
+
+
+def http_client(env, pool_size=4):
+    """One urllib3 pool manager for the invocation, through HTTPS_PROXY/HTTP_PROXY unless NO_PROXY says not."""
+    urllib3 = load_urllib3()
+    options = {"maxsize": pool_size, "retries": False, "block": False}
+    ca_file = env_value(env, "SSL_CERT_FILE")
+    if ca_file:
+        options["ca_certs"] = ca_file
+    proxies = {
+        scheme: env_value(env, f"{scheme.upper()}_PROXY") or env_value(env, f"{scheme}_proxy")
+        for scheme in ("https", "http")
+    }
+    client = {"direct": urllib3.PoolManager(**options), "proxies": {}, "no_proxy": None, "urllib3": urllib3}
+    for scheme, proxy in proxies.items():
+        if proxy:
+            if "://" not in proxy:
+                proxy = "http://" + proxy
+            client["proxies"][scheme] = urllib3.ProxyManager(proxy, **options)
+            client["no_proxy"] = env_value(env, "NO_PROXY") or env_value(env, "no_proxy") or ""
+    return client
+
+
+def _pool_for(client, url):
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    proxy = client["proxies"].get(parts.scheme)
+    if proxy is None or _bypass_proxy(parts.hostname or "", parts.port, client["no_proxy"]):
+        return client["direct"]
+    return proxy
+
+
+def _bypass_proxy(host, port, no_proxy):
+    if no_proxy.strip() == "*":
+        return True
+    host = host.lower().strip("[]")
+    for entry in no_proxy.replace(" ", ",").split(","):
+        entry = entry.strip().lower().lstrip(".")
+        if not entry:
+            continue
+        name, _, entry_port = entry.partition(":")
+        if entry_port and str(port) != entry_port:
+            continue
+        if host == name or host.endswith("." + name):
+            return True
+    return False
+
+
+class Response:
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+
+    def json(self):
+        """The body as a JSON value, or None when it is not JSON (HTML error pages, proxies, truncation)."""
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except ValueError:
+            return None
+
+    def text(self, limit=300):
+        return " ".join(self.body.decode("utf-8", "replace").split())[:limit]
+
+
+def request(method, url, headers=None, body=None):
+    """A request as plain data: what builders return, --dry-run prints and `send` sends."""
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    return {"method": method, "url": url, "headers": dict(headers or {}), "body": body}
+
+
+def json_request(method, url, payload, headers=None):
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return request(method, url, {"Content-Type": "application/json", **(headers or {})}, body)
+
+
+def describe_request(req):
+    """The request as --dry-run shows it: exact bytes, credentials redacted."""
+    lines = [f"{req['method']} {req['url']}"]
+    lines += [f"{name}: {value}" for name, value in req["headers"].items()]
+    body = req["body"].decode("utf-8") if req["body"] else ""
+    return redact("\n".join(lines) + ("\n\n" + body if body else "") + "\n")
+
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+MAX_ATTEMPTS = 6
+MAX_BODY = 64 * 1024 * 1024
+
+
+def send(ctx, req, retry_statuses=RETRY_STATUSES, deadline=None, what=None):
+    """Send `req`, retrying connection failures and `retry_statuses` until it succeeds or time runs out.
+
+    Returns the last Response whatever its status (the sink's parse_response judges it). Raises a transient
+    SinkError(5) when no response could be had. Waits honour Retry-After (seconds or HTTP date) but never past
+    the deadline; otherwise exponential backoff with full jitter. urllib3's own Retry is not used for the loop
+    because it cannot stop at an overall deadline; its Retry-After parser is.
+    """
+    import random
+
+    urllib3 = ctx["http"]["urllib3"]
+    deadline = deadline or request_deadline(ctx)
+    what = what or host_of(req["url"])
+    pool = _pool_for(ctx["http"], req["url"])
+    attempt = 0
+    while True:
+        attempt += 1
+        left = deadline - time.monotonic()
+        if left <= 0.05:
+            raise remote_error(f"no answer from {what} within {ctx['timeout']:g}s (PEEPSHOW_SINK_TIMEOUT)", True)
+        problem = None
+        try:
+            response = _attempt(urllib3, pool, req, left, deadline)
+        except urllib3.exceptions.HTTPError as error:
+            problem = _network_reason(urllib3, error, what)
+            response = None
+        if response is not None and response.status not in retry_statuses:
+            return response
+        if response is not None:
+            problem = f"{what} answered HTTP {response.status}"
+            wait = _retry_after(urllib3, response)
+        else:
+            wait = None
+        if wait is None:
+            wait = random.uniform(0, min(8.0, 0.25 * 2**attempt))  # noqa: S311 - jitter, not a secret
+        left = deadline - time.monotonic()
+        if attempt >= MAX_ATTEMPTS or wait >= left - 0.1:
+            if response is not None:
+                return response
+            raise remote_error(problem, transient=True)
+        log(ctx, f"{problem}; retrying in {wait:.1f}s (attempt {attempt + 1})")
+        time.sleep(wait)
+
+
+def _attempt(urllib3, pool, req, left, deadline):
+    timeout = urllib3.Timeout(connect=min(10.0, left), read=left)
+    raw = pool.urlopen(
+        req["method"],
+        req["url"],
+        body=req["refresh"](req["body"]) if req.get("refresh") else req["body"],
+        headers=req["headers"],
+        timeout=timeout,
+        retries=False,
+        redirect=False,
+        preload_content=False,
+    )
+    try:
+        chunks, size = [], 0
+        # A server that trickles the body would defeat the per-read timeout: check the deadline per chunk.
+        for chunk in raw.stream(65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_BODY or time.monotonic() > deadline:
+                raise urllib3.exceptions.ReadTimeoutError(None, req["url"], "response too slow or too large")
+        return Response(raw.status, raw.headers, b"".join(chunks))
+    finally:
+        raw.release_conn()
+
+
+def _retry_after(urllib3, response):
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, urllib3.Retry(0).parse_retry_after(value))
+    except urllib3.exceptions.InvalidHeader:
+        return None
+
+
+def _network_reason(urllib3, error, what):
+    reason = getattr(error, "reason", None) or error
+    if isinstance(error, urllib3.exceptions.NewConnectionError) or "refused" in str(reason).lower():
+        return f"cannot connect to {what} (connection refused or unreachable)"
+    if isinstance(error, (urllib3.exceptions.TimeoutError, urllib3.exceptions.ReadTimeoutError)):
+        return f"{what} did not answer in time"
+    if isinstance(error, urllib3.exceptions.SSLError):
+        return f"TLS failed with {what}: {reason} (set SSL_CERT_FILE for a private CA)"
+    if isinstance(error, urllib3.exceptions.ProxyError):
+        return f"the proxy refused the connection to {what}: check HTTPS_PROXY/NO_PROXY"
+    if isinstance(error, urllib3.exceptions.ProtocolError):
+        return f"{what} dropped the connection"
+    return f"network error talking to {what}: {type(reason).__name__}"
+
+
+def host_of(url):
+    import urllib.parse
+
+    return urllib.parse.urlsplit(url).netloc or url
+
+
+def request_deadline(ctx):
+    """The run's deadline (one run per invocation) or a fresh one per request (backfill, --flush)."""
+    return ctx["deadline"] or time.monotonic() + ctx["timeout"]
+
+
+def redirect_error(response, what, variable):
+    location = response.headers.get("Location", "elsewhere")
+    return remote_error(
+        f"{what} redirected (HTTP {response.status}) to {location}: set {variable} to the final URL "
+        "(the sink never follows a redirect with credentials)"
+    )
+
+
+def log(ctx, message):
+    if ctx.get("verbose"):
+        print(redact(f"{ctx['name']}: {message}"), file=sys.stderr, flush=True)
+
+
+# -- spool and delivered-run record --------------------------------------------------------------------------------
+
+
+def spool_dir(env, name):
+    """`<PEEPSHOW_SINK_SPOOL_DIR or ~/.peepshow/spool>/<sink>`, or None when PEEPSHOW_SINK_SPOOL=off."""
+    if (env_value(env, "PEEPSHOW_SINK_SPOOL") or "").lower() in ("off", "0", "false", "no"):
+        return None
+    root = env_value(env, "PEEPSHOW_SINK_SPOOL_DIR") or os.path.join(os.path.expanduser("~"), ".peepshow", "spool")
+    return os.path.join(root, name)
+
+
+def destination_key(material):
+    """A short, non-reversible name for a destination (its identity may include a token: never in a file name)."""
+    import hashlib
+
+    return hashlib.sha256("\x1f".join(material).encode("utf-8")).hexdigest()[:16]
+
+
+def run_key(row):
+    return destination_key((row["run_id"], row["created_at"]))
+
+
+def _private_dir(path):
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def write_private(path, data):
+    """Write `data` to `path` atomically (temp file + rename), readable by its owner only."""
+    directory = os.path.dirname(path)
+    _private_dir(directory)
+    temporary = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def spool_put(directory, dest, row, label):
+    """Keep an undelivered run; the stored payload carries created_at so a replay reuses every derived id."""
+    payload = dict(row["payload"])
+    payload["createdAt"] = row["created_at"]
+    entry = {"destination": label, "run": payload}
+    path = os.path.join(directory, f"{dest}-{run_key(row)}.json")
+    write_private(path, json.dumps(entry, ensure_ascii=False).encode("utf-8"))
+    return path
+
+
+def spool_claim(directory, dest, limit=None):
+    """Claim this destination's spooled runs by renaming them; a rename succeeds for one process only.
+
+    Returns [(claimed_path, payload)]. Claims left by a process that died are taken back first.
+    """
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    claimed = []
+    for name in names:
+        if not name.startswith(dest + "-"):
+            continue
+        path = os.path.join(directory, name)
+        if ".claimed-" in name:
+            owner = name.rsplit(".claimed-", 1)[1]
+            if owner.isdigit() and not _alive(int(owner)):
+                _rename_quietly(path, path.rsplit(".claimed-", 1)[0])
+            continue
+        if not name.endswith(".json"):
+            continue
+        target = f"{path}.claimed-{os.getpid()}"
+        if not _rename_quietly(path, target):
+            continue
+        try:
+            with open(target, encoding="utf-8") as handle:
+                claimed.append((target, json.load(handle)["run"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            _rename_quietly(target, path + ".unreadable")
+        if limit and len(claimed) >= limit:
+            break
+    return claimed
+
+
+def spool_release(claimed_path, delivered):
+    if delivered:
+        os.unlink(claimed_path)
+    else:
+        _rename_quietly(claimed_path, claimed_path.rsplit(".claimed-", 1)[0])
+
+
+def spool_count(directory, dest):
+    try:
+        return sum(1 for name in os.listdir(directory) if name.startswith(dest + "-") and name.endswith(".json"))
+    except OSError:
+        return 0
+
+
+def _rename_quietly(source, target):
+    try:
+        os.rename(source, target)
+        return True
+    except OSError:
+        return False
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def delivered_runs(directory, dest):
+    """Run ids already delivered to this destination (backfills skip them: a live run carried no createdAt)."""
+    try:
+        with open(os.path.join(directory, f"delivered-{dest}.txt"), encoding="utf-8") as handle:
+            return {line.rstrip("\n") for line in handle}
+    except OSError:
+        return set()
+
+
+def record_delivered(directory, dest, run_ids):
+    if not run_ids:
+        return
+    _private_dir(directory)
+    data = "".join(json.dumps(run_id)[1:-1] + "\n" for run_id in run_ids).encode("utf-8")
+    descriptor = os.open(
+        os.path.join(directory, f"delivered-{dest}.txt"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+    )
+    try:
+        os.write(descriptor, data)
+    finally:
+        os.close(descriptor)
+
+
+# -- the command line every sink shares ----------------------------------------------------------------------------
+
+COMMON_HELP = """
+Input:
+  stdin            one run: the JSON that `peepshow <video> --emit json` prints (peepshow pipes it in);
+                   several runs, concatenated or one per line, are a backfill
+  PATH ...         manifest.json files or run directories (their manifest.json) to backfill
+  --from-index [PATH]
+                   backfill every run in peepshow's index (default ~/.peepshow/runs/index.ndjson)
+
+Options:
+  --dry-run        print the exact request(s) for the input, credentials redacted; send nothing
+  --flush          replay the runs kept in the spool (reads no stdin); exit 0 when none is left
+  --check          verify configuration and reachability without writing anything
+  --print-schema   print the table definition for the configured target
+  --verbose        narrate retries and replays on stderr
+  --version, --help
+
+Shared environment:
+  PEEPSHOW_SINK_TIMEOUT    seconds one run may take, retries and polling included (default 30);
+                           for a backfill, the bound of each request
+  PEEPSHOW_SINK_SPOOL_DIR  where undelivered runs are kept (default ~/.peepshow/spool); one file per run
+  PEEPSHOW_SINK_SPOOL=off  do not keep undelivered runs
+  HTTPS_PROXY, HTTP_PROXY, NO_PROXY, SSL_CERT_FILE   honoured
+
+Exit codes: 0 delivered, 2 usage or configuration, 3 missing dependency, 4 malformed stdin,
+  5 remote or network failure (the run is kept in the spool when a later replay can succeed).
+"""
+
+GROUP_RUNS = 500
+GROUP_BYTES = 16 * 1024 * 1024
+
+
+def main(sink, argv=None, env=None, stdin=None, stdout=None, stderr=None):
+    """Run `sink` as a command; returns the exit code. Every failure is one redacted line on stderr."""
+    started = time.monotonic()
+    argv = sys.argv[1:] if argv is None else argv
+    env = os.environ if env is None else env
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    try:
+        return _run(sink, argv, env, stdin, stdout, stderr, started)
+    except SinkError as error:
+        _say(stderr, sink.NAME, error.message)
+        return error.code
+    except KeyboardInterrupt:
+        _say(stderr, sink.NAME, "interrupted")
+        return 130
+    except Exception as error:  # noqa: BLE001 - the last line of defence: never a traceback, never a secret
+        _say(stderr, sink.NAME, f"internal error ({type(error).__name__}: {error}); please report it")
+        return EXIT_REMOTE
+
+
+def _say(stream, name, message):
+    try:
+        stream.write(redact(f"{name}: {' '.join(str(message).split())}") + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def parse_args(argv):
+    options = {"paths": [], "from_index": None}
+    flags = {"--dry-run", "--flush", "--check", "--print-schema", "--verbose", "--help", "-h", "--version"}
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        index += 1
+        if arg in flags:
+            options[arg.lstrip("-").replace("-", "_").replace("h", "help", arg == "-h")] = True
+        elif arg == "--from-index" or arg.startswith("--from-index="):
+            value = arg.partition("=")[2]
+            if not value and index < len(argv) and not argv[index].startswith("--"):
+                value = argv[index]
+                index += 1
+            options["from_index"] = value or os.path.join(os.path.expanduser("~"), ".peepshow", "runs", "index.ndjson")
+        elif arg == "--":
+            options["paths"] += argv[index:]
+            break
+        elif arg.startswith("-") and arg != "-":
+            raise usage_error(f"unknown option {arg}: see --help")
+        else:
+            options["paths"].append(arg)
+    return options
+
+
+def _run(sink, argv, env, stdin, stdout, stderr, started):
+    options = parse_args(argv)
+    if options.get("help"):
+        stdout.write(sink.HELP.strip() + "\n" + COMMON_HELP)
+        return EXIT_OK
+    if options.get("version"):
+        stdout.write(f"{sink.NAME} {__version__}\n")
+        return EXIT_OK
+    timeout = read_timeout(env)
+    config = sink.read_config(env)
+    ctx = {"name": sink.NAME, "env": env, "timeout": timeout, "deadline": None, "verbose": options.get("verbose")}
+    ctx["stderr"] = stderr
+    if options.get("print_schema"):
+        if not hasattr(sink, "print_schema"):
+            raise usage_error(f"{sink.NAME} writes no table: there is no schema to print")
+        stdout.write(sink.print_schema(config).rstrip("\n") + "\n")
+        return EXIT_OK
+    label, material = sink.destination(config)
+    spool = {"dir": spool_dir(env, sink.NAME), "dest": destination_key(material), "label": label}
+    if options.get("check"):
+        ctx["http"] = http_client(env)
+        return sink.check(config, ctx, stdout)
+    if options.get("flush"):
+        ctx["http"] = http_client(env, getattr(sink, "CONCURRENCY", 1) + 1)
+        return _flush(sink, config, ctx, spool, stdout)
+
+    if options["paths"] or options["from_index"]:
+        documents = _manifest_documents(options, stdin)
+        single = None
+    else:
+        stream = stdin or sys.stdin.buffer
+        if hasattr(stream, "isatty") and stream.isatty():
+            raise usage_error(
+                f"reads a peepshow run on stdin: `peepshow <video> --emit json | {sink.NAME}` (see --help)"
+            )
+        documents = iter_documents(stream)
+        first = next(documents)
+        second = next(documents, None)
+        if second is None:
+            single = first
+        else:
+            documents = _chain([first, second], documents)
+            single = None
+
+    if single is not None:
+        row = derive(single, env)
+        if options.get("dry_run"):
+            for req in sink.build_requests([row], config):
+                stdout.write(describe_request(req))
+            return EXIT_OK
+        ctx["deadline"] = started + timeout
+        ctx["http"] = http_client(env)
+        return _deliver_single(sink, config, ctx, spool, row, stderr)
+    ctx["http"] = http_client(env, getattr(sink, "CONCURRENCY", 1) + 1)
+    return _backfill(sink, config, ctx, spool, documents, options.get("dry_run"), stdout, stderr)
+
+
+def _chain(head, tail):
+    yield from head
+    yield from tail
+
+
+def _deliver_rows(sink, config, ctx, rows):
+    """Per-row outcomes: None when delivered, else the SinkError (a failure of the whole call applies to all)."""
+    try:
+        outcomes = sink.deliver(rows, config, ctx)
+    except SinkError as error:
+        return [error] * len(rows)
+    return list(outcomes)
+
+
+def _deliver_single(sink, config, ctx, spool, row, stderr):
+    import threading
+
+    state = {}
+
+    def work():
+        state["live"] = _deliver_rows(sink, config, ctx, [row])[0]
+        if state["live"] is None and spool["dir"] and spool_count(spool["dir"], spool["dest"]):
+            _replay(sink, config, ctx, spool, until=ctx["deadline"] - 1.0)
+
+    def guarded():
+        try:
+            work()
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread, which reports it
+            state.setdefault("live", error)
+
+    # The hard stop: whatever the server does (trickles header bytes, hangs in DNS), peepshow gets control back
+    # by the deadline. The worker is a daemon thread and is abandoned at exit; an unfinished replay leaves its
+    # claimed spool files, which the next run takes back.
+    worker = threading.Thread(target=guarded, name="deliver", daemon=True)
+    worker.start()
+    worker.join(max(0.0, ctx["deadline"] - time.monotonic()) + 0.25)
+    outcome = state.get("live", "timeout")
+    if outcome == "timeout":
+        outcome = remote_error(
+            f"gave up after {ctx['timeout']:g}s without an answer from the destination (PEEPSHOW_SINK_TIMEOUT)", True
+        )
+    if outcome is None:
+        if spool["dir"]:
+            try:
+                record_delivered(spool["dir"], spool["dest"], [row["run_id"]])
+            except OSError:
+                pass  # the record only spares a later backfill a duplicate; the run itself is delivered
+        return EXIT_OK
+    if not isinstance(outcome, SinkError):
+        raise outcome
+    message = outcome.message
+    if outcome.transient:
+        message += _keep(spool, row, sink.NAME)
+    _say(stderr, sink.NAME, message)
+    return outcome.code
+
+
+def _keep(spool, row, name):
+    """Spool the run; the text to append to the failure message."""
+    if not spool["dir"]:
+        return " (not kept: PEEPSHOW_SINK_SPOOL=off)"
+    try:
+        spool_put(spool["dir"], spool["dest"], row, spool["label"])
+    except OSError as error:
+        return f"; the run could not be kept in {spool['dir']} ({error.strerror or error})"
+    return f"; the run was kept in {spool['dir']}: `{name} --flush` or the next successful delivery replays it"
+
+
+def _replay(sink, config, ctx, spool, until=None):
+    """Deliver this destination's spooled runs, a group at a time; stops at the first transient failure.
+
+    Returns (delivered, rejected, failed_transiently).
+    """
+    delivered = rejected = 0
+    while until is None or time.monotonic() < until:
+        claimed = spool_claim(spool["dir"], spool["dest"], limit=getattr(sink, "REPLAY_GROUP", 100))
+        if not claimed:
+            break
+        rows, paths = [], []
+        for path, payload in claimed:
+            try:
+                rows.append(derive(payload, ctx["env"]))
+                paths.append(path)
+            except SinkError:
+                _rename_quietly(path, path.rsplit(".claimed-", 1)[0] + ".rejected")
+                rejected += 1
+        outcomes = _deliver_rows(sink, config, ctx, rows) if rows else []
+        transient = False
+        good = []
+        for path, row, outcome in zip(paths, rows, outcomes):
+            if outcome is None:
+                good.append(row["run_id"])
+                spool_release(path, delivered=True)
+            elif outcome.transient:
+                transient = True
+                spool_release(path, delivered=False)
+            else:
+                log(ctx, f"spooled run {row['run_id']} rejected: {outcome.message}")
+                _rename_quietly(path, path.rsplit(".claimed-", 1)[0] + ".rejected")
+                rejected += 1
+        record_delivered(spool["dir"], spool["dest"], good)
+        delivered += len(good)
+        log(ctx, f"replayed {len(good)} spooled run(s)")
+        if transient:
+            return delivered, rejected, True
+    return delivered, rejected, False
+
+
+def _flush(sink, config, ctx, spool, stdout):
+    if not spool["dir"]:
+        raise usage_error("PEEPSHOW_SINK_SPOOL=off: there is no spool to flush")
+    delivered, rejected, failed = _replay(sink, config, ctx, spool)
+    left = spool_count(spool["dir"], spool["dest"])
+    line = f"{sink.NAME}: delivered {delivered} spooled run(s) to {spool['label']}; {left} left"
+    if rejected:
+        line += f"; {rejected} rejected for good (kept as *.rejected in {spool['dir']})"
+    stdout.write(redact(line) + "\n")
+    if left:
+        raise remote_error(f"{left} spooled run(s) still undelivered: the destination is still failing", True)
+    return EXIT_OK
+
+
+def _manifest_documents(options, stdin):
+    """Runs named on the command line (manifest.json files, run directories, `-`) and in peepshow's run index."""
+    for path in options["paths"]:
+        if path == "-":
+            yield from iter_documents(stdin or sys.stdin.buffer)
+        else:
+            yield _load_manifest(path)
+    if options["from_index"]:
+        try:
+            index = open(options["from_index"], "rb")  # noqa: SIM115 - streamed line by line below
+        except OSError as error:
+            raise usage_error(f"cannot read the run index {options['from_index']}: {error.strerror}") from None
+        with index:
+            for number_, line in enumerate(index, 1):
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                    directory = entry.get("outputDir") if isinstance(entry, dict) else None
+                except ValueError:
+                    directory = None
+                if not isinstance(directory, str) or not directory:
+                    yield SinkError(EXIT_PAYLOAD, f"{options['from_index']} line {number_}: no outputDir")
+                    continue
+                yield _load_manifest(directory)
+
+
+def _load_manifest(path):
+    if os.path.isdir(path):
+        path = os.path.join(path, "manifest.json")
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read().decode("utf-8"))
+    except OSError as error:
+        return SinkError(EXIT_PAYLOAD, f"{path}: {error.strerror or error}")
+    except ValueError as error:
+        return SinkError(EXIT_PAYLOAD, f"{path}: not a peepshow manifest ({error})")
+
+
+def _backfill(sink, config, ctx, spool, documents, dry_run, stdout, stderr):
+    """Many runs in one process: grouped, batched by the sink, each request bounded by PEEPSHOW_SINK_TIMEOUT."""
+    done = set() if dry_run or not spool["dir"] else delivered_runs(spool["dir"], spool["dest"])
+    counts = {"delivered": 0, "skipped": 0, "rejected": 0, "spooled": 0, "malformed": 0}
+    progress = hasattr(stderr, "isatty") and stderr.isatty()
+    seen = set()
+
+    def settle(group):
+        if not group:
+            return
+        if dry_run:
+            for req in sink.build_requests(group, config):
+                stdout.write(describe_request(req))
+            return
+        outcomes = _deliver_rows(sink, config, ctx, group)
+        good = []
+        for row, outcome in zip(group, outcomes):
+            if outcome is None:
+                good.append(row["run_id"])
+            elif outcome.transient:
+                counts["spooled"] += 1
+                _say(stderr, sink.NAME, f"run {row['run_id']}: {outcome.message}{_keep(spool, row, sink.NAME)}")
+            else:
+                counts["rejected"] += 1
+                _say(stderr, sink.NAME, f"run {row['run_id']} rejected: {outcome.message}")
+        counts["delivered"] += len(good)
+        if spool["dir"] and good:
+            record_delivered(spool["dir"], spool["dest"], good)
+        if progress:
+            stderr.write(f"\r{sink.NAME}: {counts['delivered']} delivered so far\x1b[K")
+            stderr.flush()
+
+    group, size = [], 0
+    try:
+        for document in documents:
+            if isinstance(document, SinkError):
+                counts["malformed"] += 1
+                _say(stderr, sink.NAME, document.message)
+                continue
+            try:
+                row = derive(document, ctx["env"])
+            except SinkError as error:
+                counts["malformed"] += 1
+                _say(stderr, sink.NAME, error.message)
+                continue
+            key = (row["run_id"], row["created_at"])
+            if row["run_id"] in done or key in seen:
+                counts["skipped"] += 1
+                continue
+            seen.add(key)
+            group.append(row)
+            size += len(row["transcript"] or "") + len(row["tags"]) + 1024
+            if len(group) >= GROUP_RUNS or size >= GROUP_BYTES:
+                settle(group)
+                group, size = [], 0
+    except SinkError as error:  # malformed input stops the reading, not the delivery of what was read
+        counts["malformed"] += 1
+        _say(stderr, sink.NAME, error.message)
+    settle(group)
+    if dry_run:
+        return EXIT_OK if not counts["malformed"] else EXIT_PAYLOAD
+    if counts["delivered"] and spool["dir"] and spool_count(spool["dir"], spool["dest"]):
+        replayed, _, _ = _replay(sink, config, ctx, spool)
+        counts["delivered"] += replayed
+    if progress:
+        stderr.write("\r\x1b[K")
+    summary = ", ".join(f"{count} {what}" for what, count in counts.items() if count or what == "delivered")
+    _say(stderr, sink.NAME, summary + (" (already delivered)" if counts["skipped"] else ""))
+    if counts["rejected"] or counts["spooled"]:
+        return EXIT_REMOTE
+    return EXIT_PAYLOAD if counts["malformed"] else EXIT_OK

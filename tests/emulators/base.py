@@ -1,0 +1,216 @@
+"""What every emulator shares: a threaded HTTP/1.1 server on 127.0.0.1, a request log and fault switches.
+
+An emulator subclasses `Emulator` and implements `handle(request) -> Reply`. Tests drive faults through
+`emulator.fault(...)`; the stored state (events, rows) is the emulator's own attribute, asserted directly.
+
+Faults (consumed one per request, oldest first; `times=None` keeps one forever):
+  status   answer `status` with `body` (bytes, str or JSON-able) and `headers` instead of the real handler
+  hang     read the request, then answer nothing until the server stops
+  drop     read the request, then close the connection without a byte
+  drop_mid send the status line, headers and half of a JSON body, then close
+  trickle  send the status line, then one header byte every `interval` seconds until the server stops
+"""
+
+import json
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Request:
+    def __init__(self, method, target, headers, body):
+        parsed = urllib.parse.urlsplit(target)
+        self.method = method
+        self.target = target
+        self.path = parsed.path
+        self.query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
+        self.headers = {name.lower(): value for name, value in headers.items()}
+        self.body = body
+        self.received_at = time.time()
+
+    def header(self, name, default=None):
+        return self.headers.get(name.lower(), default)
+
+    @property
+    def content_type(self):
+        return (self.header("content-type") or "").split(";")[0].strip().lower()
+
+    def json(self):
+        """The body as JSON, or raise ValueError (emulators turn that into the service's 400)."""
+        return json.loads(self.body.decode("utf-8"))
+
+    def form(self):
+        return urllib.parse.parse_qs(self.body.decode("utf-8"), keep_blank_values=True)
+
+
+class Reply:
+    def __init__(self, status, body=b"", headers=None, content_type=None):
+        if not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+            content_type = content_type or "application/json"
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        self.status = status
+        self.body = body
+        self.headers = dict(headers or {})
+        if content_type and "Content-Type" not in self.headers:
+            self.headers["Content-Type"] = content_type
+
+
+class Emulator:
+    name = "emulator"
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.requests = []
+        self.faults = []
+        self.server = None
+        self.thread = None
+        self.stopping = threading.Event()
+
+    # -- life cycle -------------------------------------------------------------------------------------------
+
+    def start(self, port=0):
+        emulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _serve(self):
+                emulator._dispatch(self)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name=self.name, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.stopping.set()
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def __enter__(self):
+        return self.start() if self.server is None else self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def port(self):
+        return self.server.server_address[1]
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def reset(self):
+        """Forget requests, faults and stored data (subclasses extend this for their own state)."""
+        with self.lock:
+            self.requests.clear()
+            self.faults.clear()
+
+    # -- faults -----------------------------------------------------------------------------------------------
+
+    def fault(self, kind, times=1, status=503, body=None, headers=None, interval=0.5, path=None):
+        """Queue a fault for the next `times` requests (None: every request) whose path contains `path`."""
+        assert kind in ("status", "hang", "drop", "drop_mid", "trickle"), kind
+        spec = {
+            "kind": kind,
+            "times": times,
+            "status": status,
+            "body": body,
+            "headers": headers or {},
+            "interval": interval,
+            "path": path,
+        }
+        with self.lock:
+            self.faults.append(spec)
+        return self
+
+    def _take_fault(self, request):
+        with self.lock:
+            for spec in self.faults:
+                if spec["path"] and spec["path"] not in request.path:
+                    continue
+                if spec["times"] is not None:
+                    spec["times"] -= 1
+                    if spec["times"] <= 0:
+                        self.faults.remove(spec)
+                return spec
+        return None
+
+    # -- request handling -------------------------------------------------------------------------------------
+
+    def handle(self, request):  # pragma: no cover - every emulator overrides it
+        raise NotImplementedError
+
+    def _dispatch(self, handler):
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        request = Request(handler.command, handler.path, handler.headers, body)
+        with self.lock:
+            self.requests.append(request)
+        spec = self._take_fault(request)
+        try:
+            if spec is None:
+                reply = self.handle(request)
+            elif spec["kind"] == "status":
+                reply = Reply(spec["status"], spec["body"] if spec["body"] is not None else b"", spec["headers"])
+            else:
+                self._misbehave(handler, spec)
+                return
+        except Exception as error:  # an emulator bug must show up as a 500 the test sees, not a hung client
+            reply = Reply(500, {"emulator_error": repr(error)})
+        self._write(handler, reply)
+
+    def _write(self, handler, reply):
+        handler.send_response(reply.status)
+        for name, value in reply.headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(len(reply.body)))
+        handler.end_headers()
+        if handler.command != "HEAD":
+            handler.wfile.write(reply.body)
+
+    def _misbehave(self, handler, spec):
+        handler.close_connection = True
+        if spec["kind"] == "hang":
+            self.stopping.wait(300)
+        elif spec["kind"] == "drop":
+            pass
+        elif spec["kind"] == "drop_mid":
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", "64")
+            handler.end_headers()
+            handler.wfile.write(b'{"status": ')
+            handler.wfile.flush()
+        elif spec["kind"] == "trickle":
+            handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            deadline = time.monotonic() + 300
+            while not self.stopping.is_set() and time.monotonic() < deadline:
+                try:
+                    handler.wfile.write(b"X")
+                    handler.wfile.flush()
+                except OSError:
+                    break
+                self.stopping.wait(spec["interval"])
+
+
+def serve_forever(emulator, port):
+    """Run one emulator in the foreground (used by `python -m tests.emulators.<name> --port N`)."""
+    emulator.start(port)
+    print(f"{emulator.name} emulator listening on {emulator.url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        emulator.stop()

@@ -1,0 +1,382 @@
+"""The Amplitude emulator answers the way the real HTTP V2 / Batch API does (see tests/emulators/amplitude.py)."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import urllib3
+
+from tests.emulators.amplitude import Amplitude
+
+KEY = "amp-api-key"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Clock:
+    """A hand-moved clock, so the 7-day deduplication window takes no real time."""
+
+    def __init__(self, now=1_800_000_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Amplitude().start() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def amp(server):
+    server.reset()
+    server.clock = Clock()
+    return server
+
+
+@pytest.fixture(scope="module")
+def http():
+    return urllib3.PoolManager(retries=False, timeout=5)
+
+
+def event(user_id="user-12345", **fields):
+    body = {"user_id": user_id, "event_type": "peepshow_run", "time": 1_800_000_000_000}
+    body.update(fields)
+    return body
+
+
+def post(http, amp, body, path="/2/httpapi", content_type="application/json", headers=None):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
+    sent = {"Content-Type": content_type} if content_type else {}
+    sent.update(headers or {})
+    response = http.request("POST", amp.url + path, body=data, headers=sent)
+    return response.status, json.loads(response.data.decode("utf-8")), response
+
+
+# -- success ------------------------------------------------------------------------------------------------------
+
+
+def test_accepts_an_event_and_reports_the_upload(http, amp):
+    body = {"api_key": KEY, "events": [event(insert_id="run-1", event_properties={"frames": 3})]}
+    raw = json.dumps(body).encode("utf-8")
+
+    status, reply, response = post(http, amp, raw)
+
+    assert status == 200
+    assert reply == {
+        "code": 200,
+        "events_ingested": 1,
+        "payload_size_bytes": len(raw),
+        "server_upload_time": 1_800_000_000_000,
+    }
+    assert response.headers["Content-Type"] == "application/json"
+    assert amp.events == body["events"]
+
+
+def test_content_type_with_charset_is_json(http, amp):
+    status, _, _ = post(http, amp, {"api_key": KEY, "events": [event()]}, content_type="application/json; charset=UTF-8")
+    assert status == 200
+
+
+def test_batch_endpoint_takes_the_same_body(http, amp):
+    status, reply, _ = post(http, amp, {"api_key": KEY, "events": [event(), event("user-67890")]}, path="/batch")
+    assert (status, reply["events_ingested"]) == (200, 2)
+    assert [stored["user_id"] for stored in amp.events] == ["user-12345", "user-67890"]
+
+
+def test_gzip_body_is_decompressed(http, amp):
+    raw = gzip.compress(json.dumps({"api_key": KEY, "events": [event()]}).encode("utf-8"))
+    status, reply, _ = post(http, amp, raw, headers={"Content-Encoding": "gzip"})
+    assert (status, reply["payload_size_bytes"]) == (200, len(raw))
+    assert len(amp.events) == 1
+
+
+def test_empty_events_array_ingests_nothing(http, amp):
+    status, reply, _ = post(http, amp, {"api_key": KEY, "events": []})
+    assert (status, reply["events_ingested"]) == (200, 0)
+
+
+# -- request-level 400s -------------------------------------------------------------------------------------------
+
+
+def test_refuses_a_body_that_is_not_declared_json(http, amp):
+    form = b"data=%7B%7D"
+    status, reply, _ = post(http, amp, form, content_type="application/x-www-form-urlencoded")
+    assert (status, reply["code"]) == (400, 400)
+    assert "application/json" in reply["error"]
+    assert amp.events == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "error"),
+    [(b"", "Missing request body"), (b"{not json", "Invalid JSON request body"), (b"[1, 2]", "Invalid JSON request body")],
+)
+def test_unreadable_bodies(http, amp, raw, error):
+    status, reply, _ = post(http, amp, raw)
+    assert (status, reply) == (400, {"code": 400, "error": error})
+
+
+def test_missing_api_key(http, amp):
+    status, reply, _ = post(http, amp, {"events": [event()]})
+    assert (status, reply) == (
+        400,
+        {"code": 400, "error": "Request missing required field", "missing_field": "api_key"},
+    )
+
+
+def test_unknown_api_key_is_echoed(http, amp):
+    status, reply, _ = post(http, amp, {"api_key": "wrong-key-123", "events": [event()]})
+    assert (status, reply) == (400, {"code": 400, "error": "Invalid API key: wrong-key-123"})
+
+
+def test_missing_events(http, amp):
+    status, reply, _ = post(http, amp, {"api_key": KEY})
+    assert (status, reply["missing_field"]) == (400, "events")
+
+
+def test_events_must_be_objects(http, amp):
+    status, reply, _ = post(http, amp, {"api_key": KEY, "events": ["peepshow_run"]})
+    assert (status, reply) == (400, {"code": 400, "error": "Invalid event JSON"})
+
+
+def test_unknown_path(http, amp):
+    status, reply, _ = post(http, amp, {"api_key": KEY, "events": [event()]}, path="/httpapi")
+    assert (status, reply["error"]) == (400, "Invalid request path")
+
+
+# -- event-level 400s: the whole request is refused ---------------------------------------------------------------
+
+
+def test_missing_event_fields_reject_the_whole_request(http, amp):
+    bad = [event(), {"user_id": "user-12345"}, {"event_type": "peepshow_run"}]
+    status, reply, _ = post(http, amp, {"api_key": KEY, "events": bad})
+    assert (status, reply) == (
+        400,
+        {
+            "code": 400,
+            "error": "Request missing required field",
+            "events_with_missing_fields": {"event_type": [1], "user_id": [2], "device_id": [2]},
+        },
+    )
+    assert amp.events == []
+
+
+def test_time_must_be_integer_milliseconds(http, amp):
+    bad = [event(time="2026-11-20T09:14:03.123Z"), event(), event(time=1.8e12), event(session_id="abc")]
+    status, reply, _ = post(http, amp, {"api_key": KEY, "events": bad})
+    assert (status, reply) == (
+        400,
+        {
+            "code": 400,
+            "error": "Invalid field values on some events",
+            "events_with_invalid_fields": {"time": [0, 2], "session_id": [3]},
+        },
+    )
+    assert amp.events == []
+
+
+@pytest.mark.parametrize("event_type", ["", 42, "[Amplitude] Revenue"])
+def test_bad_event_types(http, amp, event_type):
+    status, reply, _ = post(http, amp, {"api_key": KEY, "events": [event(event_type=event_type)]})
+    assert (status, reply["events_with_invalid_fields"]) == (400, {"event_type": [0]})
+
+
+def test_short_ids_are_refused_even_next_to_a_good_one(http, amp):
+    bad = [event("u1", device_id="device-12345"), event(device_id="d2")]
+    status, reply, _ = post(http, amp, {"api_key": KEY, "events": bad})
+    assert (status, reply) == (
+        400,
+        {
+            "code": 400,
+            "error": "Invalid id length for user_id or device_id",
+            "events_with_invalid_id_lengths": {"user_id": [0], "device_id": [1]},
+        },
+    )
+    assert amp.events == []
+
+
+def test_min_id_length_option_allows_short_ids(http, amp):
+    body = {"api_key": KEY, "events": [event("u1"), event(1234)], "options": {"min_id_length": 1}}
+    status, _, _ = post(http, amp, body)
+    assert status == 200
+    assert [stored["user_id"] for stored in amp.events] == ["u1", 1234]
+
+
+def test_numeric_ids_are_length_checked(http, amp):
+    status, reply, _ = post(http, amp, {"api_key": KEY, "events": [event(1234)]})
+    assert (status, reply["events_with_invalid_id_lengths"]) == (400, {"user_id": [0]})
+    status, _, _ = post(http, amp, {"api_key": KEY, "events": [event(123456)]})
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    "placeholder", ["0", "-1", "null", "None", "nil", "UNDEFINED", "unknown", "Anonymous", "n/a", "na", "LMY47D"]
+)
+def test_placeholder_ids_are_refused_whatever_min_id_length(http, amp, placeholder):
+    body = {"api_key": KEY, "events": [event(placeholder)], "options": {"min_id_length": 1}}
+    status, reply, _ = post(http, amp, body)
+    assert (status, reply) == (
+        400,
+        {"code": 400, "error": "Invalid field values on some events", "events_with_invalid_fields": {"user_id": [0]}},
+    )
+    assert amp.events == []
+
+
+def test_all_zero_device_id_is_refused(http, amp):
+    body = {"api_key": KEY, "events": [event(device_id="00000000-0000-0000-0000-000000000000")]}
+    status, reply, _ = post(http, amp, body)
+    assert (status, reply["events_with_invalid_fields"]) == (400, {"device_id": [0]})
+
+
+# -- limits -------------------------------------------------------------------------------------------------------
+
+
+def test_more_than_2000_events_is_too_large(http, amp):
+    status, reply, _ = post(http, amp, {"api_key": KEY, "events": [event()] * 2001})
+    assert (status, reply) == (413, {"code": 413, "error": "Payload too large"})
+    assert amp.events == []
+    status, reply, _ = post(http, amp, {"api_key": KEY, "events": [event()] * 2000})
+    assert (status, reply["events_ingested"]) == (200, 2000)
+
+
+def test_more_than_1_mb_is_too_large(http, amp):
+    body = {"api_key": KEY, "events": [event(event_properties={"pad": "x" * 1000}) for _ in range(1000)]}
+    status, reply, _ = post(http, amp, body)
+    assert (status, reply) == (413, {"code": 413, "error": "Payload too large"})
+    status, _, _ = post(http, amp, body, path="/batch")  # the Batch API takes up to 20 MB
+    assert status == 200
+
+
+def test_long_strings_are_truncated_to_1024_characters(http, amp):
+    props = {"tags": "t" * 1500, "exact": "e" * 1024, "nested": {"list": ["é" * 2000, 7]}}
+    status, _, _ = post(http, amp, {"api_key": KEY, "events": [event(event_properties=props)]})
+    assert status == 200
+    stored = amp.events[0]["event_properties"]
+    assert stored == {"tags": "t" * 1024, "exact": "e" * 1024, "nested": {"list": ["é" * 1024, 7]}}
+
+
+# -- throttling ---------------------------------------------------------------------------------------------------
+
+
+def test_throttled_user_gets_429_without_retry_after(http, amp):
+    amp.throttle_user("user-12345", times=2)
+    body = {"api_key": KEY, "events": [event("other-user"), event(), event()]}
+
+    for _ in range(2):
+        status, reply, response = post(http, amp, body)
+        assert (status, reply) == (
+            429,
+            {
+                "code": 429,
+                "error": "Too many requests for some devices and users",
+                "eps_threshold": 30,
+                "throttled_devices": {},
+                "throttled_users": {"user-12345": 31},
+                "throttled_events": [1, 2],
+            },
+        )
+        assert "Retry-After" not in response.headers
+    assert amp.events == []
+
+    status, _, _ = post(http, amp, body)
+    assert status == 200
+    assert len(amp.events) == 3
+
+
+def test_throttle_spares_other_users(http, amp):
+    amp.throttle_user("user-12345")
+    status, _, _ = post(http, amp, {"api_key": KEY, "events": [event("other-user")]})
+    assert status == 200
+    status, _, _ = post(http, amp, {"api_key": KEY, "events": [event()]})
+    assert status == 429
+
+
+def test_throttled_device(http, amp):
+    amp.throttle_device("device-12345")
+    status, reply, _ = post(http, amp, {"api_key": KEY, "events": [event(device_id="device-12345")]}, path="/batch")
+    assert (status, reply["eps_threshold"], reply["throttled_devices"]) == (429, 1000, {"device-12345": 1001})
+
+
+# -- deduplication ------------------------------------------------------------------------------------------------
+
+
+def test_same_insert_id_is_stored_once_per_user(http, amp):
+    body = {"api_key": KEY, "events": [event(insert_id="run-1"), event(insert_id="run-1")]}
+    status, reply, _ = post(http, amp, body)
+    assert (status, reply["events_ingested"]) == (200, 2)
+    status, _, _ = post(http, amp, body)  # a retry of the same request
+    assert status == 200
+    assert len(amp.events) == 1
+    assert len(amp.duplicates) == 3
+
+    post(http, amp, {"api_key": KEY, "events": [event("user-67890", insert_id="run-1")]})
+    assert len(amp.events) == 2  # another user's run-1 is another event
+
+
+def test_device_id_decides_when_present(http, amp):
+    first = event("user-12345", device_id="device-12345", insert_id="run-1")
+    second = event("user-67890", device_id="device-12345", insert_id="run-1")
+    post(http, amp, {"api_key": KEY, "events": [first, second]})
+    assert amp.events == [first]
+
+
+def test_insert_id_is_forgotten_after_7_days(http, amp):
+    body = {"api_key": KEY, "events": [event(insert_id="run-1")]}
+    post(http, amp, body)
+    amp.clock.now += 7 * 24 * 3600 - 1
+    post(http, amp, body)
+    assert len(amp.events) == 1
+    amp.clock.now += 1
+    post(http, amp, body)
+    assert len(amp.events) == 2
+
+
+def test_reset_forgets_events_switches_and_insert_ids(http, amp):
+    body = {"api_key": KEY, "events": [event(insert_id="run-1")]}
+    post(http, amp, body)
+    amp.throttle_user("user-12345", times=5)
+    amp.fault("status", status=503)
+
+    amp.reset()
+
+    assert (amp.events, amp.duplicates, amp.requests, amp.faults) == ([], [], [], [])
+    status, _, _ = post(http, amp, body)
+    assert status == 200
+    assert len(amp.events) == 1
+
+
+def test_other_api_keys_are_other_projects(http):
+    with Amplitude(api_keys=("key-one", "key-two")).start() as emulator:
+        for key in ("key-one", "key-two"):
+            status, _, _ = post(http, emulator, {"api_key": key, "events": [event(insert_id="run-1")]})
+            assert status == 200
+        assert len(emulator.events) == 2
+        status, _, _ = post(http, emulator, {"api_key": KEY, "events": [event()]})
+        assert status == 400
+
+
+# -- standalone ---------------------------------------------------------------------------------------------------
+
+
+def test_runs_standalone_with_its_own_keys(http):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.emulators.amplitude", "--port", "0", "--api-key", "cli-key-1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = process.stdout.readline()
+        url = banner.rsplit(" ", 1)[-1].strip()
+        assert url.startswith("http://127.0.0.1:")
+        body = json.dumps({"api_key": "cli-key-1", "events": [event()]}).encode("utf-8")
+        response = http.request("POST", url + "/2/httpapi", body=body, headers={"Content-Type": "application/json"})
+        assert response.status == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=5)
+        process.stdout.close()
