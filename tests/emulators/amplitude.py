@@ -177,7 +177,9 @@ class Amplitude(Emulator):
             # The documented 413 body, exactly [v2-docs].
             return _error(413, "Payload too large")
         # "Validation on Content-type header (must be set to application/json)" [v2-docs]. The body the real service
-        # sends back is not documented; this wording is the emulator's own.
+        # sends back is not documented; this wording is the emulator's own. (Amplitude's browser SDK posts the same
+        # JSON with navigator.sendBeacon as a plain string, i.e. text/plain, so the live check may be laxer than the
+        # docs; the emulator holds senders to the documented rule.)
         if request.content_type != "application/json":
             return _error(400, "Invalid Content-Type header, expected application/json")
 
@@ -193,6 +195,8 @@ class Amplitude(Emulator):
             # The real service echoes the key it refused (Amplitude-Kotlin#215, braintree-web-drop-in#937,
             # Amplitude-Swift#260); the SDK recognises the case by this prefix [py-sdk processor.py].
             return _error(400, f"Invalid API key: {api_key}")
+        # The docs ask for "events array of at least one event", yet a real `"events": []` drew a 200 with
+        # `events_ingested: 0` [node-59]; only an absent array is refused here.
         if "events" not in body or body["events"] is None:
             return _error(400, MISSING_FIELD, missing_field="events")
         events = body["events"]
@@ -278,12 +282,11 @@ class Amplitude(Emulator):
             for field, value in ids.items():
                 # Numbers are accepted and length-checked like strings: a numeric user_id of 4 digits was refused
                 # as too short, longer ones were accepted [node-63], and a numeric device_id 1 drew the
-                # invalid-id-length 400 [ts-81].
-                if isinstance(value, bool) or not isinstance(value, (str, int)):
+                # invalid-id-length 400 [ts-81]. Placeholders are refused whatever `min_id_length` says.
+                text = value if isinstance(value, str) else str(value) if _is_integer(value) else None
+                if text is None or text.lower() in BLOCKED_IDS:
                     note(invalid, field, index)
-                elif str(value).lower() in BLOCKED_IDS:
-                    note(invalid, field, index)
-                elif len(str(value)) < min_id_length:
+                elif len(text) < min_id_length:
                     # A short id is refused even when the other id is fine [kotlin-105]; the docs' "the ID value is
                     # removed from the event" is not what the V2 endpoint does.
                     note(short, field, index)
@@ -316,7 +319,7 @@ class Amplitude(Emulator):
         return _error(400, message, **fields)
 
     def _take_throttle(self, path, events):
-        """The 429 for a request that carries a throttled user or device (and use up one of its turns), or None.
+        """The 429 for a request that carries a throttled user or device, using up one of its turns; else None.
 
         The body follows the documented 429 [v2-docs]; the real service sends no Retry-After, and the SDK waits
         30 s before retrying the throttled events and retries the others at once [py-sdk processor.py], so the

@@ -76,6 +76,8 @@ class Emulator:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; with Nagle on, delayed ACK holds the body ~40 ms per reply.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass
@@ -176,6 +178,8 @@ class Emulator:
         for name, value in reply.headers.items():
             handler.send_header(name, value)
         handler.send_header("Content-Length", str(len(reply.body)))
+        if handler.close_connection:  # say so, or a client reuses the socket the server is about to close
+            handler.send_header("Connection", "close")
         handler.end_headers()
         if handler.command != "HEAD":
             handler.wfile.write(reply.body)

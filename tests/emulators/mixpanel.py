@@ -266,7 +266,7 @@ class Mixpanel(Emulator):
                 self.dropped.append({"event": raw, "reason": "older than 5 days (/track keeps the last 5 days)"})
                 return None
         else:
-            properties["time"] = int(now)  # the service stamps events that carry no time
+            properties["time"] = int(now)  # stamped with the ingestion time (assumed, not verified)
         if token not in self.tokens:
             self.dropped.append({"event": raw, "reason": f"unknown project token {token}"})
             return None

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Developer entry point. Every command first sets up .venv from requirements-dev.txt (once per change of it).
+#
+#   ./build.sh          build dist/<sink>.pyz and dist/peepshow-sink-<sink> for event-track, databricks, cassandra
+#   ./build.sh demo     build, then pipe a sample run through every sink into the local emulators
+#   ./build.sh test     build, then ruff check, ruff format --check, and the whole pytest suite with coverage
+#   ./build.sh bench    build, then the benchmark of docs/performance.md (by hand; never part of the tests)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+read -r -a SINKS <<< "${SINKS:-event-track databricks cassandra}"
+VENV=.venv
+PYTHON=${PYTHON:-python3}
+
+setup() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PYTHON" -m venv "$VENV"
+    fi
+    local stamp
+    stamp="$VENV/.installed-$(sha256sum requirements-dev.txt | cut -c1-16)"
+    if [ ! -f "$stamp" ]; then
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+        touch "$stamp"
+    fi
+}
+
+build() {
+    rm -rf build/zipapp
+    mkdir -p dist build/zipapp
+    local urllib3_pin name module stage
+    urllib3_pin=$(grep -E '^urllib3==' requirements-dev.txt)
+    for name in "${SINKS[@]}"; do
+        # shiv packages importable modules: stage the script under a name that cannot shadow the `databricks`
+        # or `cassandra` packages of other projects.
+        module="peepshow_sink_${name//-/_}"
+        stage="build/zipapp/$name"
+        mkdir -p "$stage"
+        cp lib/peepshow_sink.py "$stage/"
+        cp "bin/$name" "$stage/$module.py"
+        SOURCE_DATE_EPOCH=315532800 "$VENV/bin/shiv" --quiet --reproducible --compressed \
+            --python '/usr/bin/env python3' --entry-point "$module:main" \
+            --site-packages "./$stage" --output-file "./build/zipapp/$name.pyz" \
+            --no-deps "$urllib3_pin" --disable-pip-version-check
+        "$VENV/bin/python" - "build/zipapp/$name.pyz" "$name" <<'PY'
+# Replace shiv's __main__.py with one that survives a missing or read-only HOME: shiv unpacks the zipapp into
+# ~/.shiv on first run and would die there with a traceback. Entries keep their order and timestamps, so the
+# build stays byte-for-byte reproducible.
+import sys
+import zipfile
+
+archive, name = sys.argv[1], sys.argv[2]
+MAIN = f"""# -*- coding: utf-8 -*-
+import os
+import sys
+
+
+def _usable(path):
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(path, os.W_OK | os.X_OK)
+
+
+if not os.environ.get("SHIV_ROOT") and not _usable(os.path.join(os.path.expanduser("~"), ".shiv")):
+    import tempfile
+
+    os.environ["SHIV_ROOT"] = os.path.join(tempfile.gettempdir(), "shiv-%s" % getattr(os, "getuid", lambda: "user")())
+try:
+    import _bootstrap
+
+    _bootstrap.bootstrap()
+except OSError as error:
+    root = os.environ.get("SHIV_ROOT") or "~/.shiv"
+    sys.stderr.write(
+        "{name}: cannot unpack the zipapp into %s (%s): set SHIV_ROOT to a writable directory\\n"
+        % (root, error.strerror or error)
+    )
+    sys.exit(3)
+"""
+with open(archive, "rb") as handle:
+    data = handle.read()
+shebang = data[: data.index(b"PK")]
+with zipfile.ZipFile(archive) as source:
+    entries = [(info, source.read(info)) for info in source.infolist()]
+with open(archive, "wb") as handle:
+    handle.write(shebang)
+    with zipfile.ZipFile(handle, "w") as target:
+        for info, content in entries:
+            if info.filename == "__main__.py":
+                content = MAIN.encode("utf-8")
+            target.writestr(info, content)
+PY
+        install -m 0755 "build/zipapp/$name.pyz" "dist/$name.pyz"
+        install -m 0755 "build/zipapp/$name.pyz" "dist/peepshow-sink-$name"
+    done
+}
+
+command=${1:-build}
+case "$command" in
+    build)
+        setup
+        build
+        ls -l dist
+        ;;
+    demo)
+        setup
+        build
+        "$VENV/bin/python" tests/demo.py
+        ;;
+    test)
+        setup
+        build
+        "$VENV/bin/ruff" check .
+        "$VENV/bin/ruff" format --check .
+        "$VENV/bin/python" -m coverage run -m pytest "${@:2}"
+        "$VENV/bin/python" -m coverage report
+        ;;
+    bench)
+        setup
+        build
+        "$VENV/bin/python" tests/benchmark.py "${@:2}"
+        ;;
+    *)
+        echo "usage: ./build.sh [build|demo|test|bench]" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,344 @@
+"""event-track, run as users run it: the built zipapp, a payload on stdin, the emulators as providers."""
+
+import importlib.machinery
+import importlib.util
+import json
+
+import pytest
+
+from tests.conftest import FIXTURE_NAMES, ROOT, TOKENS, assert_clean_failure, fixture, fixture_bytes
+
+PROVIDERS = ("mixpanel", "amplitude", "segment")
+
+
+def load_script():
+    loader = importlib.machinery.SourceFileLoader("event_track_script", str(ROOT / "bin" / "event-track"))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+event_track = load_script()
+
+
+def properties(provider, event):
+    if provider == "mixpanel":
+        return event["properties"]
+    if provider == "amplitude":
+        return event["event_properties"]
+    return event["properties"]
+
+
+def everything_printed(result):
+    return result.stdout + result.stderr
+
+
+# -- every fixture, every provider ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("name", FIXTURE_NAMES)
+def test_every_fixture_is_one_event(run_sink, analytics, provider, name):
+    emulator, env = analytics(provider)
+    result = run_sink("event-track", fixture_bytes(name), env)
+    assert result.code == 0, result
+    assert result.stderr == "" and result.stdout == ""
+    assert len(emulator.events) == 1, emulator.events
+    props = properties(provider, emulator.events[0])
+    payload = fixture(name)
+    assert props["frames"] == len(payload["frames"])
+    assert props["strategy"] == payload["strategy"]
+    assert props["output_dir"] == payload["outputDir"]
+    assert json.loads(props["tags"]) == payload["video"].get("tags", {})
+    assert None not in props.values()
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_full_run_properties(run_sink, analytics, provider):
+    emulator, env = analytics(provider)
+    assert run_sink("event-track", fixture_bytes("run-full.json"), env).code == 0
+    props = properties(provider, emulator.events[0])
+    expected = {
+        "strategy": "scene",
+        "frames": 3,
+        "codec": "h264",
+        "output_dir": "/tmp/peepshow-7f3kq2",
+        "duration_s": 42.0,
+        "width": 1920,
+        "height": 1080,
+        "director": "QA Team",
+        "studio": "Acme Mobile",
+        "transcript_language": "en",
+        "audio_duration_s": 41.9,
+        "silence_ratio": 0.18,
+    }
+    assert {key: props[key] for key in expected} == expected
+    assert json.loads(props["tags"])["title"] == "Checkout flicker repro"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_unknown_values_are_left_out(run_sink, analytics, provider):
+    emulator, env = analytics(provider)
+    assert run_sink("event-track", fixture_bytes("run-minimal.json"), env).code == 0
+    props = properties(provider, emulator.events[0])
+    for absent in ("duration_s", "width", "height", "director", "studio", "transcript_language", "silence_ratio"):
+        assert absent not in props
+    assert props["codec"] == "gif"
+    assert props["tags"] == "{}"
+
+
+def test_numeric_strings_are_numbers(run_sink, analytics):
+    emulator, env = analytics("amplitude")
+    assert run_sink("event-track", fixture_bytes("run-hostile.json"), env).code == 0
+    props = emulator.events[0]["event_properties"]
+    assert props["duration_s"] == 12.5
+    assert props["director"] == "Zoë\nNewline"
+    assert props["transcript_language"] == "de"
+
+
+def test_wire_details_per_provider(run_sink, analytics):
+    emulator, env = analytics("mixpanel")
+    assert run_sink("event-track", fixture_bytes("run-full.json"), env).code == 0
+    request = emulator.requests[-1]
+    form = request.form()
+    assert request.content_type == "application/x-www-form-urlencoded"
+    assert form["verbose"] == ["1"] and form["ip"] == ["0"]
+    event = json.loads(form["data"][0])
+    assert isinstance(event["properties"]["time"], int) and event["properties"]["time"] > 10**12
+    assert len(event["properties"]["$insert_id"]) <= 36
+    assert "authorization" not in request.headers
+
+    emulator, env = analytics("segment")
+    assert run_sink("event-track", fixture_bytes("run-full.json"), env).code == 0
+    request = emulator.requests[-1]
+    assert request.headers["authorization"] == "Basic c2VnLXdyaXRlLWtleTo="  # base64("seg-write-key:")
+    message = request.json()
+    assert message["timestamp"].endswith("Z") and len(message["timestamp"]) == 24
+    assert message["context"]["library"]["name"] == "peepshow-sinks"
+    assert message["sentAt"]
+
+
+def test_manifest_created_at_is_the_event_time(run_sink, analytics):
+    emulator, env = analytics("segment")
+    assert run_sink("event-track", fixture_bytes("manifest.json"), env).code == 0
+    assert emulator.events[0]["timestamp"] == "2026-11-20T09:14:03.123Z"
+
+
+def test_amplitude_short_user_id_uses_min_id_length(run_sink, analytics):
+    emulator, env = analytics("amplitude", EVENT_TRACK_USER_ID="ana")
+    result = run_sink("event-track", fixture_bytes("run-full.json"), env)
+    assert result.code == 0, result
+    assert emulator.requests[-1].json()["options"] == {"min_id_length": 3}
+    assert emulator.events[0]["user_id"] == "ana"
+
+
+def test_mixpanel_tags_never_cut_into_broken_json(run_sink, analytics):
+    emulator, env = analytics("mixpanel")
+    payload = fixture("run-full.json")
+    payload["video"]["tags"]["comment"] = "x" * 400
+    payload["video"]["tags"]["description"] = "é" * 300
+    assert run_sink("event-track", payload, env).code == 0
+    tags_text = emulator.events[0]["properties"]["tags"]
+    assert len(tags_text) <= 255
+    tags = json.loads(tags_text)
+    assert tags["title"] == "Checkout flicker repro"
+
+
+def test_custom_event_name(run_sink, analytics):
+    emulator, env = analytics("segment", EVENT_TRACK_EVENT_NAME="video_extracted")
+    assert run_sink("event-track", fixture_bytes("run-minimal.json"), env).code == 0
+    assert emulator.events[0]["event"] == "video_extracted"
+
+
+# -- retries and dedup ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_retry_then_success_stores_exactly_one_event(run_sink, analytics, provider):
+    emulator, env = analytics(provider)
+    emulator.fault("status", status=503, times=1)
+    emulator.fault("drop", times=1)
+    result = run_sink("event-track", fixture_bytes("run-full.json"), env)
+    assert result.code == 0, result
+    assert len(emulator.requests) == 3
+    assert len(emulator.events) == 1
+    bodies = [request.body for request in emulator.requests]
+    if provider != "segment":  # Segment's sentAt is fresh per attempt; everything else is byte-identical
+        assert bodies[0] == bodies[2]
+
+
+def test_retry_after_is_honoured(run_sink, analytics):
+    emulator, env = analytics("mixpanel")
+    emulator.fault("status", status=429, headers={"Retry-After": "1"})
+    result = run_sink("event-track", fixture_bytes("run-full.json"), env)
+    assert result.code == 0, result
+    gap = emulator.requests[1].received_at - emulator.requests[0].received_at
+    assert gap >= 0.95
+    assert len(emulator.events) == 1
+
+
+def test_replayed_run_is_deduplicated_by_the_provider(run_sink, analytics):
+    for provider in PROVIDERS:
+        emulator, env = analytics(provider)
+        for _ in range(2):
+            assert run_sink("event-track", fixture_bytes("manifest.json"), env).code == 0
+        assert len(emulator.events) == 1, provider
+        first, second = (request.body for request in emulator.requests)
+        if provider != "segment":
+            assert first == second
+
+
+# -- failures ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("missing", ["EVENT_TRACK_PROVIDER", "EVENT_TRACK_TOKEN", "EVENT_TRACK_USER_ID"])
+def test_each_required_variable(run_sink, analytics, missing):
+    _, env = analytics("amplitude")
+    env[missing] = ""
+    result = run_sink("event-track", fixture_bytes("run-full.json"), env)
+    assert_clean_failure(result, 2, TOKENS["amplitude"])
+    assert missing in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("EVENT_TRACK_PROVIDER", "posthog"),
+        ("EVENT_TRACK_USER_ID", "anonymous"),
+        ("EVENT_TRACK_USER_ID", "null"),
+        ("EVENT_TRACK_ENDPOINT", "ftp://example.com/track"),
+        ("EVENT_TRACK_ENDPOINT", "http://api.example.com/track"),
+        ("EVENT_TRACK_REGION", "mars"),
+        ("PEEPSHOW_SINK_TIMEOUT", "soon"),
+    ],
+)
+def test_invalid_configuration(run_sink, analytics, variable, value):
+    _, env = analytics("mixpanel", **{variable: value})
+    result = run_sink("event-track", fixture_bytes("run-full.json"), env)
+    assert_clean_failure(result, 2, TOKENS["mixpanel"])
+    assert variable in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("stdin", "reason"),
+    [
+        (b"", "empty"),
+        (b"   \n", "empty"),
+        (b"not json", "not valid JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'"a string"', "not a JSON object"),
+        (b'{"outputDir": "/tmp/x", "frames": [', "truncated"),
+        (b'{"outputDir": "/tmp/\xff\xfe"}', "UTF-8"),
+        (b'{"strategy": "scene"}', "outputDir"),
+        (b'{"outputDir": "/"}', "outputDir"),
+    ],
+)
+def test_bad_stdin_exits_4(run_sink, analytics, stdin, reason):
+    emulator, env = analytics("segment")
+    result = run_sink("event-track", stdin, env)
+    assert_clean_failure(result, 4, TOKENS["segment"])
+    assert reason in result.stderr
+    assert emulator.requests == []
+
+
+def test_mixpanel_status_0_is_a_failure(run_sink, analytics):
+    emulator, env = analytics("mixpanel")
+    payload = fixture("run-full.json")
+    # /track answers HTTP 200 {"status": 0, "error": ...} for a missing token; an empty-string token is one.
+    emulator.fault("status", status=200, body={"status": 0, "error": "token, missing or empty"})
+    result = run_sink("event-track", payload, env)
+    assert_clean_failure(result, 5, TOKENS["mixpanel"])
+    assert "token, missing or empty" in result.stderr
+    assert len(emulator.requests) == 1
+
+
+def test_amplitude_invalid_key_is_redacted(run_sink, analytics):
+    emulator, env = analytics("amplitude", EVENT_TRACK_TOKEN="wrong-amplitude-key-123")
+    result = run_sink("event-track", fixture_bytes("run-full.json"), env)
+    assert_clean_failure(result, 5, "wrong-amplitude-key-123")
+    assert "Invalid API key" in result.stderr
+    assert len(emulator.requests) == 1  # a 400 is never retried
+
+
+def test_amplitude_names_the_bad_field(run_sink, analytics):
+    emulator, env = analytics("amplitude")
+    emulator.fault(
+        "status",
+        status=400,
+        body={"code": 400, "error": "Invalid field values on some events", "events_with_invalid_fields": {"time": [0]}},
+    )
+    result = run_sink("event-track", fixture_bytes("run-full.json"), env)
+    assert_clean_failure(result, 5, TOKENS["amplitude"])
+    assert "time" in result.stderr
+
+
+def test_segment_rejection(run_sink, analytics):
+    emulator, env = analytics("segment")
+    emulator.fault("status", status=400, body={"success": False, "message": "Invalid JSON"})
+    result = run_sink("event-track", fixture_bytes("run-full.json"), env)
+    assert_clean_failure(result, 5, TOKENS["segment"])
+    assert "Invalid JSON" in result.stderr
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_failure_is_not_retried(run_sink, analytics, status):
+    emulator, env = analytics("segment")
+    emulator.fault("status", status=status, body={"message": "Unauthorized"})
+    result = run_sink("event-track", fixture_bytes("run-full.json"), env)
+    assert_clean_failure(result, 5, TOKENS["segment"])
+    assert "EVENT_TRACK_TOKEN" in result.stderr
+    assert len(emulator.requests) == 1
+
+
+def test_connection_refused(run_sink, analytics, unused_port):
+    _, env = analytics(
+        "amplitude", EVENT_TRACK_ENDPOINT=f"http://127.0.0.1:{unused_port}/2/httpapi", PEEPSHOW_SINK_TIMEOUT="2"
+    )
+    result = run_sink("event-track", fixture_bytes("run-full.json"), env)
+    assert_clean_failure(result, 5, TOKENS["amplitude"])
+    assert "connect" in result.stderr
+
+
+# -- the command line ----------------------------------------------------------------------------------------------
+
+
+def test_dry_run_prints_and_sends_nothing(run_sink, analytics):
+    emulator, env = analytics("segment")
+    result = run_sink("event-track", fixture_bytes("run-full.json"), env, args=["--dry-run"])
+    assert result.code == 0, result
+    assert result.stdout.startswith(f"POST {emulator.url}/v1/track\n")
+    assert "Authorization: Basic ***" in result.stdout
+    assert TOKENS["segment"] not in result.stdout and "c2VnLXdyaXRlLWtleTo" not in result.stdout
+    assert emulator.requests == []
+
+
+def test_help_version_and_unknown_option(run_sink):
+    result = run_sink("event-track", args=["--help"])
+    assert result.code == 0
+    for needle in ("EVENT_TRACK_PROVIDER", "EVENT_TRACK_TOKEN", "EVENT_TRACK_USER_ID", "Exit codes", "--dry-run"):
+        assert needle in result.stdout
+    result = run_sink("event-track", args=["--version"])
+    assert result.code == 0 and result.stdout.startswith("event-track ")
+    assert_clean_failure(run_sink("event-track", args=["--frobnicate"]), 2)
+
+
+# -- pure functions ------------------------------------------------------------------------------------------------
+
+
+def test_fit_json_shortens_values_not_the_json():
+    tags = {"title": "t" * 1000, "comment": "c" * 10, "nested": {"a": 1}}
+    text = event_track.fit_json(tags, 255)
+    assert len(text) <= 255
+    decoded = json.loads(text)
+    assert decoded["comment"] == "c" * 10 and decoded["nested"] == {"a": 1}
+    assert decoded["title"].startswith("ttt")
+    many = {f"key{i}": 123456 for i in range(100)}
+    assert len(event_track.fit_json(many, 255)) <= 255
+    assert json.loads(event_track.fit_json(many, 255))
+
+
+def test_batch_url_replaces_the_last_segment():
+    assert event_track.batch_url("https://api.mixpanel.com/track", "import") == "https://api.mixpanel.com/import"
+    assert event_track.batch_url("https://x.example/v1/track?x=1", "batch") == "https://x.example/v1/batch?x=1"
+    assert event_track.batch_url("https://api2.amplitude.com/2/httpapi", None) == "https://api2.amplitude.com/2/httpapi"
