@@ -657,11 +657,14 @@ def spool_release(claimed_path, delivered):
         _rename_quietly(claimed_path, claimed_path.rsplit(".claimed-", 1)[0])
 
 
-def spool_count(directory, dest):
+def spool_count(directory, dest=None):
+    """Spooled runs waiting for `dest` (every destination when None)."""
+    prefix = dest + "-" if dest else ""
     try:
-        return sum(1 for name in os.listdir(directory) if name.startswith(dest + "-") and name.endswith(".json"))
+        names = os.listdir(directory)
     except OSError:
         return 0
+    return sum(1 for name in names if name.startswith(prefix) and name.endswith(".json") and name[0] != ".")
 
 
 def _rename_quietly(source, target):
@@ -962,6 +965,9 @@ def _flush(sink, config, ctx, spool, stdout):
     delivered, rejected, failed = _replay(sink, config, ctx, spool)
     left = spool_count(spool["dir"], spool["dest"])
     line = f"{sink.NAME}: delivered {delivered} spooled run(s) to {spool['label']}; {left} left"
+    elsewhere = spool_count(spool["dir"]) - left
+    if elsewhere:
+        line += f"; {elsewhere} more kept for other destinations (flushed when the sink runs with their settings)"
     if rejected:
         line += f"; {rejected} rejected for good (kept as *.rejected in {spool['dir']})"
     stdout.write(redact(line) + "\n")

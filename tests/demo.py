@@ -1,0 +1,128 @@
+"""The main job, end to end: every built zipapp delivers a sample run into the local emulators.
+
+Run by `./build.sh demo` (after the build). Prints what each emulator stored; exits non-zero if any sink failed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.emulators.amplitude import Amplitude  # noqa: E402
+from tests.emulators.databricks import Databricks  # noqa: E402
+from tests.emulators.mixpanel import Mixpanel  # noqa: E402
+from tests.emulators.segment import Segment  # noqa: E402
+from tests.emulators.stargate import Stargate  # noqa: E402
+
+SAMPLE = ROOT / "tests" / "fixtures" / "run-full.json"
+
+
+def show(value, limit=160):
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def run(zipapp, env, workdir):
+    full_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", workdir),
+        "PEEPSHOW_SINK_SPOOL_DIR": os.path.join(workdir, "spool"),
+        "PEEPSHOW_FRAME_BASE_URL": "https://frames.example.com/runs",
+        **env,
+    }
+    with SAMPLE.open("rb") as stdin:
+        completed = subprocess.run(
+            [sys.executable, str(ROOT / "dist" / zipapp)],
+            stdin=stdin,
+            capture_output=True,
+            env=full_env,
+            timeout=60,
+            check=False,
+        )
+    return completed.returncode, completed.stderr.decode("utf-8", "replace").strip()
+
+
+def main():
+    mixpanel, amplitude, segment = Mixpanel().start(), Amplitude().start(), Segment().start()
+    databricks, stargate = Databricks().start(), Stargate().start()
+    cases = [
+        (
+            "event-track → Mixpanel",
+            "event-track.pyz",
+            {
+                "EVENT_TRACK_PROVIDER": "mixpanel",
+                "EVENT_TRACK_TOKEN": "mp-token",
+                "EVENT_TRACK_USER_ID": "peepshow-cli",
+                "EVENT_TRACK_ENDPOINT": mixpanel.url + "/track",
+            },
+            lambda: [event["properties"] for event in mixpanel.events],
+        ),
+        (
+            "event-track → Amplitude",
+            "event-track.pyz",
+            {
+                "EVENT_TRACK_PROVIDER": "amplitude",
+                "EVENT_TRACK_TOKEN": "amp-api-key",
+                "EVENT_TRACK_USER_ID": "peepshow-cli",
+                "EVENT_TRACK_ENDPOINT": amplitude.url + "/2/httpapi",
+            },
+            lambda: [event["event_properties"] for event in amplitude.events],
+        ),
+        (
+            "event-track → Segment",
+            "event-track.pyz",
+            {
+                "EVENT_TRACK_PROVIDER": "segment",
+                "EVENT_TRACK_TOKEN": "seg-write-key",
+                "EVENT_TRACK_USER_ID": "peepshow-cli",
+                "EVENT_TRACK_ENDPOINT": segment.url + "/v1/track",
+            },
+            lambda: [event["properties"] for event in segment.events],
+        ),
+        (
+            "databricks → Delta table main.default.peepshow_runs",
+            "databricks.pyz",
+            {
+                "DATABRICKS_URL": databricks.url,
+                "DATABRICKS_TOKEN": "dapi-test-token",
+                "DATABRICKS_WAREHOUSE_ID": "wh-1",
+            },
+            lambda: databricks.rows("main.default.peepshow_runs"),
+        ),
+        (
+            "cassandra → Stargate peepshow.peepshow_runs",
+            "cassandra.pyz",
+            {
+                "CASSANDRA_URL": stargate.url,
+                "CASSANDRA_KEYSPACE": "peepshow",
+                "CASSANDRA_TOKEN": "AstraCS:test-token",
+            },
+            lambda: stargate.rows("peepshow", "peepshow_runs"),
+        ),
+    ]
+    print(f"Sample run: {SAMPLE.relative_to(ROOT)}\n")
+    failures = 0
+    with tempfile.TemporaryDirectory() as workdir:
+        for title, zipapp, env, stored in cases:
+            code, stderr = run(zipapp, env, workdir)
+            records = stored()
+            status = "delivered" if code == 0 else f"FAILED (exit {code}): {stderr}"
+            print(f"{title}: {status}; the emulator stored {len(records)} record(s)")
+            for record in records:
+                for key, value in record.items():
+                    print(f"    {key:<20} {show(value)}")
+            print()
+            failures += code != 0 or len(records) != 1
+    for emulator in (mixpanel, amplitude, segment, databricks, stargate):
+        emulator.stop()
+    print("all sinks delivered the sample run" if not failures else f"{failures} sink(s) failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
