@@ -159,3 +159,19 @@ def unused_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _databricks():
+    from tests.emulators.databricks import Databricks
+
+    return Databricks()
+
+
+def _stargate():
+    from tests.emulators.stargate import Stargate
+
+    return Stargate()
+
+
+databricks_server_fixture, databricks_fixture = _emulator_fixture("databricks", _databricks)
+stargate_server_fixture, stargate_fixture = _emulator_fixture("stargate", _stargate)

@@ -1,0 +1,307 @@
+"""Never block, never lose, never double: the fault matrix over the five destinations, run from the zipapps.
+
+Each case asserts the exit code, the elapsed time against the deadline, the number of requests the emulator saw,
+what the spool holds, and that after a later replay the destination stores the run exactly once.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import DIST, assert_clean_failure, fixture_bytes
+from tests.test_event_track import event_track
+
+peepshow_sink = event_track.sink
+
+DEADLINE = 3  # PEEPSHOW_SINK_TIMEOUT for the matrix: small, so hangs cost seconds, not minutes
+GRACE = 2  # the issue's bound: elapsed <= deadline + 2 s
+
+
+def _analytics(provider, path, token):
+    def env(emulator):
+        return {
+            "EVENT_TRACK_PROVIDER": provider,
+            "EVENT_TRACK_TOKEN": token,
+            "EVENT_TRACK_USER_ID": "peepshow-cli",
+            "EVENT_TRACK_ENDPOINT": emulator.url + path,
+        }
+
+    return env
+
+
+def _databricks_env(emulator):
+    return {"DATABRICKS_URL": emulator.url, "DATABRICKS_TOKEN": "dapi-test-token", "DATABRICKS_WAREHOUSE_ID": "wh-1"}
+
+
+def _stargate_env(emulator):
+    return {"CASSANDRA_URL": emulator.url, "CASSANDRA_KEYSPACE": "peepshow", "CASSANDRA_TOKEN": "AstraCS:test-token"}
+
+
+def _databricks_rows(emulator):
+    table = emulator.tables.get("main.default.peepshow_runs")
+    return len(table["rows"]) if table else 0
+
+
+# name -> (sink, emulator fixture, env(emulator), stored(emulator), secret, auth failure, bad request)
+DESTINATIONS = {
+    "mixpanel": (
+        "event-track",
+        "mixpanel",
+        _analytics("mixpanel", "/track", "mp-token"),
+        lambda emulator: len(emulator.events),
+        "mp-token",
+        {"status": 401, "body": {"code": 401, "error": "Invalid credentials", "status": "Unauthorized"}},
+        {"status": 400, "body": {"code": 400, "error": "invalid request", "status": "Bad Request"}},
+    ),
+    "amplitude": (
+        "event-track",
+        "amplitude",
+        _analytics("amplitude", "/2/httpapi", "amp-api-key"),
+        lambda emulator: len(emulator.events),
+        "amp-api-key",
+        {"status": 400, "body": {"code": 400, "error": "Invalid API key: amp-api-key"}},
+        {"status": 400, "body": {"code": 400, "error": "Invalid event JSON"}},
+    ),
+    "segment": (
+        "event-track",
+        "segment",
+        _analytics("segment", "/v1/track", "seg-write-key"),
+        lambda emulator: len(emulator.events),
+        "seg-write-key",
+        {"status": 401, "body": {"code": "unauthorized", "message": "Unauthorized"}},
+        {"status": 400, "body": {"code": "invalid_request", "message": "Invalid JSON"}},
+    ),
+    "databricks": (
+        "databricks",
+        "databricks",
+        _databricks_env,
+        _databricks_rows,
+        "dapi-test-token",
+        {"status": 403, "body": {"error_code": 403, "message": "Invalid access token."}},
+        {"status": 400, "body": {"error_code": "INVALID_PARAMETER_VALUE", "message": "bad request"}},
+    ),
+    "stargate": (
+        "cassandra",
+        "stargate",
+        _stargate_env,
+        lambda emulator: len(emulator.rows("peepshow", "peepshow_runs")),
+        "AstraCS:test-token",
+        {"status": 401, "body": {"description": "Missing token", "code": 401}},
+        {"status": 400, "body": {"description": "Bad request: unknown field", "code": 400}},
+    ),
+}
+
+
+@pytest.fixture(params=sorted(DESTINATIONS))
+def destination(request, run_sink, spool):
+    sink, emulator_name, make_env, stored, secret, auth, bad = DESTINATIONS[request.param]
+    emulator = request.getfixturevalue(emulator_name)
+    env = dict(make_env(emulator), PEEPSHOW_SINK_TIMEOUT=str(DEADLINE))
+
+    class Destination:
+        name = request.param
+
+        def run(self, stdin=None, args=(), **overrides):
+            payload = fixture_bytes("run-full.json") if stdin is None else stdin
+            return run_sink(sink, payload, dict(env, **overrides), args=args)
+
+        def stored(self):
+            return stored(self.emulator)
+
+        def spooled(self):
+            directory = spool / sink
+            if not directory.is_dir():
+                return []
+            return sorted(path for path in directory.iterdir() if path.suffix == ".json" and path.name[0] != ".")
+
+    destination = Destination()
+    destination.emulator, destination.secret = emulator, secret
+    destination.auth, destination.bad = auth, bad
+    destination.data_requests = lambda: [
+        request for request in emulator.requests if request.method == "POST" and "/cancel" not in request.path
+    ]
+    return destination
+
+
+def assert_kept_then_replayed(destination, result):
+    """Exit 5 within the deadline, the run spooled (private), and one replay later it is stored exactly once."""
+    assert_clean_failure(result, 5, destination.secret)
+    assert result.elapsed <= DEADLINE + GRACE, result
+    assert "kept" in result.stderr and "--flush" in result.stderr
+    (entry,) = destination.spooled()
+    assert entry.stat().st_mode & 0o777 == 0o600
+    assert entry.parent.stat().st_mode & 0o777 == 0o700
+    assert destination.secret not in entry.name and destination.secret not in entry.read_text()
+    destination.emulator.faults.clear()
+    flushed = destination.run(stdin=b"", args=["--flush"])
+    assert flushed.code == 0, flushed
+    assert "delivered 1" in flushed.stdout
+    assert destination.spooled() == []
+    assert destination.stored() == 1
+
+
+# -- transient failures: retried within the deadline, else kept and replayed -------------------------------------
+
+
+def test_retry_after_then_success(destination):
+    destination.emulator.fault("status", status=429, headers={"Retry-After": "1"}, body=b"{}")
+    result = destination.run()
+    assert result.code == 0, result
+    assert destination.stored() == 1
+    first, second = destination.emulator.requests[:2]
+    assert second.received_at - first.received_at >= 0.95
+    assert destination.spooled() == []
+
+
+def test_503_once_then_success(destination):
+    destination.emulator.fault("status", status=503, body=b"{}")
+    result = destination.run()
+    assert result.code == 0, result
+    assert destination.stored() == 1
+    assert destination.spooled() == []
+
+
+def test_500_forever_is_kept_and_replayed(destination):
+    destination.emulator.fault("status", status=500, times=None, body=b"{}")
+    result = destination.run()
+    assert destination.stored() == 0
+    assert len(destination.emulator.requests) >= 2  # retried (every statement/insert here is idempotent)
+    assert_kept_then_replayed(destination, result)
+
+
+def test_server_that_never_answers(destination):
+    destination.emulator.fault("hang", times=None)
+    result = destination.run()
+    assert "PEEPSHOW_SINK_TIMEOUT" in result.stderr or "in time" in result.stderr, result
+    assert_kept_then_replayed(destination, result)
+
+
+def test_connection_dropped_after_the_write_is_not_doubled(destination):
+    # The service stored the run but the answer never arrived: the retry must be recognised as the same run.
+    destination.emulator.fault("drop_after")
+    result = destination.run()
+    assert result.code == 0, result
+    assert len(destination.data_requests()) >= 2
+    assert destination.stored() == 1
+
+
+def test_connection_dropped_mid_response(destination):
+    destination.emulator.fault("drop_mid")
+    result = destination.run()
+    assert result.code == 0, result
+    assert destination.stored() == 1
+
+
+def test_connection_refused_is_kept_and_replayed(destination, unused_port):
+    emulator = destination.emulator
+    env_url = emulator.url
+    # Same destination, nobody listening yet: start a second emulator of the same kind on that port afterwards.
+    replacement = type(emulator)()
+    overrides = _retarget(destination, env_url, f"http://127.0.0.1:{unused_port}")
+    result = destination.run(**overrides)
+    assert_clean_failure(result, 5, destination.secret)
+    assert result.elapsed <= DEADLINE + GRACE
+    assert len(destination.spooled()) == 1
+    replacement.start(port=unused_port)
+    try:
+        destination.emulator = replacement
+        flushed = destination.run(stdin=b"", args=["--flush"], **overrides)
+        assert flushed.code == 0, flushed
+        assert destination.stored() == 1
+        assert destination.spooled() == []
+    finally:
+        replacement.stop()
+
+
+def _retarget(destination, old, new):
+    sink, _, make_env, *_ = DESTINATIONS[destination.name]
+    return {key: value.replace(old, new) for key, value in make_env(destination.emulator).items() if old in value}
+
+
+# -- permanent failures: never retried, never kept ----------------------------------------------------------------
+
+
+def test_auth_failure_is_final(destination):
+    destination.emulator.fault("status", **destination.auth)
+    result = destination.run()
+    assert_clean_failure(result, 5, destination.secret)
+    assert len(destination.emulator.requests) == 1
+    assert destination.spooled() == []
+
+
+def test_bad_request_is_final(destination):
+    destination.emulator.fault("status", **destination.bad)
+    result = destination.run()
+    assert_clean_failure(result, 5, destination.secret)
+    assert len(destination.emulator.requests) == 1
+    assert destination.spooled() == []
+
+
+def test_spool_off_keeps_nothing(destination):
+    destination.emulator.fault("status", status=503, times=None, body=b"{}")
+    result = destination.run(PEEPSHOW_SINK_SPOOL="off")
+    assert_clean_failure(result, 5, destination.secret)
+    assert "not kept" in result.stderr
+    assert destination.spooled() == []
+
+
+def test_next_successful_delivery_replays_the_spool(destination):
+    destination.emulator.fault("status", status=503, times=None, body=b"{}")
+    assert destination.run().code == 5
+    assert len(destination.spooled()) == 1
+    destination.emulator.faults.clear()
+    result = destination.run(stdin=fixture_bytes("run-minimal.json"))
+    assert result.code == 0, result
+    assert destination.spooled() == []
+    assert destination.stored() == 2
+
+
+# -- service-specific shapes ------------------------------------------------------------------------------------
+
+
+def test_mixpanel_status_0_is_final(run_sink, analytics, spool):
+    emulator, env = analytics("mixpanel")
+    emulator.fault("status", status=200, body={"status": 0, "error": "token, missing or empty"})
+    result = run_sink("event-track", fixture_bytes("run-full.json"), env)
+    assert_clean_failure(result, 5, "mp-token")
+    assert len(emulator.requests) == 1
+    assert not (spool / "event-track").exists() or not list((spool / "event-track").glob("*.json"))
+
+
+# -- two sinks, one spool ---------------------------------------------------------------------------------------
+
+
+def test_concurrent_replays_send_each_run_once(segment, spool, shiv_root):
+    env = {
+        "EVENT_TRACK_PROVIDER": "segment",
+        "EVENT_TRACK_TOKEN": "seg-write-key",
+        "EVENT_TRACK_USER_ID": "peepshow-cli",
+        "EVENT_TRACK_ENDPOINT": segment.url + "/v1/track",
+        "PEEPSHOW_SINK_SPOOL_DIR": str(spool),
+    }
+    # Spool 200 undelivered runs the way a failing sink would, then let two flushes race over them.
+    config = event_track.read_config(env)
+    label, material = event_track.destination(config)
+    directory, dest = str(spool / "event-track"), peepshow_sink.destination_key(material)
+    for number in range(200):
+        run = json.loads(fixture_bytes("run-full.json"))
+        run["outputDir"] = f"/tmp/peepshow-concurrent-{number}"
+        peepshow_sink.spool_put(directory, dest, peepshow_sink.derive(run, env), label)
+    full_env = dict(env, PATH="/usr/bin:/bin", HOME=str(spool.parent), SHIV_ROOT=shiv_root)
+    command = [sys.executable, str(DIST / "event-track.pyz"), "--flush"]
+    flushers = [
+        subprocess.Popen(command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)
+    ]
+    outputs = [flusher.communicate(timeout=60) for flusher in flushers]
+    assert all(flusher.returncode == 0 for flusher in flushers), outputs
+    delivered = sum(int(out.decode().split("delivered ")[1].split()[0]) for out, _ in outputs)
+    assert delivered == 200
+    sent = []
+    for request in segment.requests:
+        body = request.json()
+        sent += [item["messageId"] for item in body.get("batch", [body])]
+    assert len(sent) == 200 == len(set(sent))  # not only stored once: sent once
+    assert len(segment.events) == 200
+    assert list((spool / "event-track").glob("*.json")) == []
