@@ -8,6 +8,8 @@ Faults (consumed one per request, oldest first; `times=None` keeps one forever):
   hang     read the request, then answer nothing until the server stops
   drop     read the request, then close the connection without a byte
   drop_mid send the status line, headers and half of a JSON body, then close
+  drop_after  handle the request for real (store it), then close without answering: the ambiguous failure
+              after which only the client's idempotency keeps the data single
   trickle  send the status line, then one header byte every `interval` seconds until the server stops
 """
 
@@ -71,7 +73,8 @@ class Emulator:
 
     # -- life cycle -------------------------------------------------------------------------------------------
 
-    def start(self, port=0):
+    def start(self, port=0, tls=None):
+        """Serve on 127.0.0.1:`port` (0: any free one); `tls=(certfile, keyfile)` serves HTTPS instead of HTTP."""
         emulator = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -89,6 +92,18 @@ class Emulator:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
+        self.scheme = "http"
+        if tls:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            # The handshake waits for the first read, in the request's own thread: done in accept() it would let
+            # one client that never speaks TLS (or rejects the certificate) stall the whole server loop.
+            self.server.socket = context.wrap_socket(
+                self.server.socket, server_side=True, do_handshake_on_connect=False
+            )
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.server.serve_forever, name=self.name, daemon=True)
         self.thread.start()
         return self
@@ -111,7 +126,7 @@ class Emulator:
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{getattr(self, 'scheme', 'http')}://127.0.0.1:{self.port}"
 
     def reset(self):
         """Forget requests, faults and stored data (subclasses extend this for their own state)."""
@@ -123,7 +138,7 @@ class Emulator:
 
     def fault(self, kind, times=1, status=503, body=None, headers=None, interval=0.5, path=None):
         """Queue a fault for the next `times` requests (None: every request) whose path contains `path`."""
-        assert kind in ("status", "hang", "drop", "drop_mid", "trickle"), kind
+        assert kind in ("status", "hang", "drop", "drop_mid", "drop_after", "trickle"), kind
         spec = {
             "kind": kind,
             "times": times,
@@ -166,6 +181,10 @@ class Emulator:
                 reply = self.handle(request)
             elif spec["kind"] == "status":
                 reply = Reply(spec["status"], spec["body"] if spec["body"] is not None else b"", spec["headers"])
+            elif spec["kind"] == "drop_after":
+                self.handle(request)
+                handler.close_connection = True
+                return
             else:
                 self._misbehave(handler, spec)
                 return

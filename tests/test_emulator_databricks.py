@@ -1,0 +1,539 @@
+"""The Databricks emulator answers the way the Statement Execution API does (see tests/emulators/databricks.py)."""
+
+import datetime
+import json
+import time
+
+import pytest
+import urllib3
+
+from tests.emulators.databricks import Databricks
+
+TOKEN = "dapi-test-token"
+TABLE = "`main`.`default`.`peepshow_runs`"
+FULL_NAME = "main.default.peepshow_runs"
+COLUMNS = ("run_id", "title", "frames", "duration", "transcript", "thumbnail_url", "strategy", "tags", "created_at")
+CREATE = (
+    f"CREATE TABLE IF NOT EXISTS {TABLE} (run_id STRING, title STRING, frames BIGINT, duration DOUBLE, "
+    "transcript STRING, thumbnail_url STRING, strategy STRING, tags STRING, created_at TIMESTAMP) USING DELTA"
+)
+CREATED_AT = "2026-11-20T09:14:03.123Z"
+INSTANT = datetime.datetime(2026, 11, 20, 9, 14, 3, 123000, tzinfo=datetime.timezone.utc)
+
+
+def merge_sql(rows=1, table=TABLE):
+    """The sink's append: one SELECT of markers per row, numbered and joined by UNION ALL when there are several."""
+    selects = []
+    for number in range(1, rows + 1):
+        suffix = f"_{number}" if rows > 1 else ""
+        selects.append("SELECT " + ", ".join(f":{column}{suffix} AS {column}" for column in COLUMNS))
+    return (
+        f"MERGE INTO {table} AS t USING ({' UNION ALL '.join(selects)}) AS s "
+        "ON t.run_id = s.run_id AND t.created_at = s.created_at WHEN NOT MATCHED THEN INSERT *"
+    )
+
+
+def run_parameters(run_id="run-1", suffix="", **overrides):
+    """Typed parameters for one row; overrides are column=(value, TYPE), a None value being a typed NULL."""
+    values = {
+        "run_id": (run_id, "STRING"),
+        "title": ("Demo", "STRING"),
+        "frames": ("3", "BIGINT"),
+        "duration": ("42.5", "DOUBLE"),
+        "transcript": ('it\'s "quoted" -- not SQL', "STRING"),
+        "thumbnail_url": (None, "STRING"),
+        "strategy": ("scene", "STRING"),
+        "tags": ('{"title":"Demo"}', "STRING"),
+        "created_at": (CREATED_AT, "TIMESTAMP"),
+    }
+    values.update(overrides)
+    parameters = []
+    for name, (value, sql_type) in values.items():
+        parameter = {"name": name + suffix, "type": sql_type}
+        if value is not None:
+            parameter["value"] = value
+        parameters.append(parameter)
+    return parameters
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Databricks().start() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def db(server):
+    server.reset()
+    return server
+
+
+class Api:
+    """urllib3 with a fresh connection per request: a kept-alive connection to http.server stalls ~40 ms per
+    request (Nagle against delayed ACK), which would make this file several times slower."""
+
+    def __init__(self, emulator):
+        self.url = emulator.url
+
+    def request(self, method, path, body=None, token=TOKEN, raw=None):
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        data = raw if raw is not None else None if body is None else json.dumps(body)
+        with urllib3.PoolManager(retries=False, timeout=10) as pool:
+            response = pool.request(method, self.url + path, body=data, headers=headers)
+        return response.status, json.loads(response.data) if response.data else None
+
+    def execute(self, statement, parameters=(), wait_timeout="5s", **fields):
+        body = {"warehouse_id": "wh-1", "statement": statement, "parameters": list(parameters)}
+        body.update({"wait_timeout": wait_timeout, "on_wait_timeout": "CONTINUE", **fields})
+        status, answer = self.request("POST", "/api/2.0/sql/statements", body)
+        assert status == 200, answer
+        return answer
+
+    def poll(self, statement_id):
+        status, answer = self.request("GET", f"/api/2.0/sql/statements/{statement_id}")
+        assert status == 200, answer
+        return answer
+
+    def create(self):
+        assert self.execute(CREATE)["status"] == {"state": "SUCCEEDED"}
+
+
+@pytest.fixture
+def api(db):
+    return Api(db)
+
+
+def failure(answer):
+    """(error message, sql_state) of a FAILED statement, which always comes with HTTP 200 and BAD_REQUEST."""
+    assert answer["status"]["state"] == "FAILED", answer
+    assert answer["status"]["error"]["error_code"] == "BAD_REQUEST"
+    assert "manifest" not in answer and "result" not in answer
+    return answer["status"]["error"]["message"], answer["status"]["sql_state"]
+
+
+# -- authentication ----------------------------------------------------------------------------------------------
+
+
+def test_missing_credentials_are_401_with_an_integer_error_code(api):
+    assert api.request("POST", "/api/2.0/sql/statements", {}, token=None) == (
+        401,
+        {"error_code": 401, "message": "Credential was not sent or was of an unsupported type for this API."},
+    )
+    with urllib3.PoolManager(retries=False) as pool:
+        basic = pool.request("GET", api.url + "/api/2.0/sql/warehouses/wh-1", headers={"Authorization": "Basic eDp5"})
+    assert basic.status == 401
+
+
+def test_a_bad_or_expired_token_is_403(api, db):
+    refused = (403, {"error_code": 403, "message": "Invalid access token."})
+    assert api.request("GET", "/api/2.0/sql/warehouses/wh-1", token="dapi-wrong") == refused
+    assert api.request("GET", "/api/2.0/sql/warehouses/wh-1")[0] == 200
+    db.expire_token(TOKEN)
+    assert api.request("GET", "/api/2.0/sql/warehouses/wh-1") == refused
+    assert db.statements == []
+
+
+def test_an_unknown_path_is_404_endpoint_not_found(api):
+    assert api.request("POST", "/api/2.0/sql/statements/execute", {}) == (
+        404,
+        {"error_code": "ENDPOINT_NOT_FOUND", "message": "No API found for 'POST /sql/statements/execute'"},
+    )
+
+
+# -- request validation: refused with 400 before any statement exists ----------------------------------------------
+
+
+def statement_body(**changes):
+    body = {"warehouse_id": "wh-1", "statement": CREATE, "wait_timeout": "5s", "on_wait_timeout": "CONTINUE"}
+    body.update(changes)
+    return {key: value for key, value in body.items() if value is not None}
+
+
+@pytest.mark.parametrize(
+    ("body", "error_code", "fragment"),
+    [
+        (statement_body(warehouse_id=None), "INVALID_PARAMETER_VALUE", "warehouse_id"),
+        (statement_body(warehouse_id="wh-404"), "INVALID_PARAMETER_VALUE", "wh-404 is not a valid endpoint id."),
+        (statement_body(statement=None), "INVALID_PARAMETER_VALUE", "statement"),
+        (statement_body(wait_timeout="3s"), "INVALID_PARAMETER_VALUE", "'3s'"),
+        (statement_body(wait_timeout="51s"), "INVALID_PARAMETER_VALUE", "'51s'"),
+        (statement_body(wait_timeout="10"), "INVALID_PARAMETER_VALUE", "'10'"),
+        (statement_body(on_wait_timeout="WAIT"), "INVALID_PARAMETER_VALUE", "on_wait_timeout"),
+        (statement_body(format="CSV"), "INVALID_PARAMETER_VALUE", "EXTERNAL_LINKS"),
+        (statement_body(parameters=[{"name": "frames", "value": 3}]), "MALFORMED_REQUEST", "parameters[0].value"),
+        (statement_body(parameters=[{"value": "3"}]), "INVALID_PARAMETER_VALUE", "parameters[0].name"),
+        (statement_body(parameters={"frames": "3"}), "MALFORMED_REQUEST", "'parameters'"),
+        (statement_body(wait_timeout=5), "MALFORMED_REQUEST", "'wait_timeout'"),
+        ([CREATE], "MALFORMED_REQUEST", "expected a map"),
+    ],
+)
+def test_invalid_requests_are_400(api, db, body, error_code, fragment):
+    status, answer = api.request("POST", "/api/2.0/sql/statements", body)
+    assert (status, answer["error_code"]) == (400, error_code)
+    assert fragment in answer["message"]
+    assert db.statements == []
+
+
+def test_a_body_that_is_not_json_is_400_malformed_request(api):
+    status, answer = api.request("POST", "/api/2.0/sql/statements", raw=b"{not json")
+    assert (status, answer["error_code"]) == (400, "MALFORMED_REQUEST")
+
+
+def test_at_most_256_parameters(api, db):
+    parameters = [{"name": f"p{number}", "value": "x"} for number in range(256)]
+    assert api.execute(CREATE, parameters)["status"]["state"] == "SUCCEEDED"  # unused parameters are fine
+    status, answer = api.request(
+        "POST", "/api/2.0/sql/statements", statement_body(parameters=[*parameters, {"name": "p"}])
+    )
+    assert (status, answer["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
+    assert "at most 256" in answer["message"]
+    assert len(db.statements) == 1
+
+
+def test_the_statement_text_is_at_most_16_mib(api):
+    padding = " " * (16 * 1024 * 1024 - len(CREATE))
+    assert api.execute(CREATE + padding)["status"]["state"] == "SUCCEEDED"
+    status, answer = api.request("POST", "/api/2.0/sql/statements", statement_body(statement=CREATE + padding + " "))
+    assert (status, answer["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
+
+
+# -- writing rows ------------------------------------------------------------------------------------------------
+
+
+def test_create_then_merge_stores_one_typed_row(api, db):
+    api.create()
+    assert db.tables[FULL_NAME]["columns"][2] == ("frames", "BIGINT")
+    answer = api.execute(merge_sql(), run_parameters())
+    assert answer["status"] == {"state": "SUCCEEDED"}
+    assert answer["result"]["data_array"] == [["1", "0", "0", "1"]]
+    assert [column["name"] for column in answer["manifest"]["schema"]["columns"]][-1] == "num_inserted_rows"
+    assert db.rows(FULL_NAME) == [
+        {
+            "run_id": "run-1",
+            "title": "Demo",
+            "frames": 3,
+            "duration": 42.5,
+            "transcript": 'it\'s "quoted" -- not SQL',
+            "thumbnail_url": None,
+            "strategy": "scene",
+            "tags": '{"title":"Demo"}',
+            "created_at": INSTANT,
+        }
+    ]
+    assert db.statements[1]["statement"] == merge_sql()
+    assert db.statements[1]["parameters"][2] == {"name": "frames", "type": "BIGINT", "value": "3"}
+
+
+def test_create_if_not_exists_is_idempotent(api, db):
+    api.create()
+    api.execute(merge_sql(), run_parameters())
+    api.create()
+    assert len(db.rows(FULL_NAME)) == 1
+    message, sql_state = failure(api.execute(CREATE.replace(" IF NOT EXISTS", "")))
+    assert message.startswith("[TABLE_OR_VIEW_ALREADY_EXISTS] Cannot create table or view `main`.`default`.")
+    assert sql_state == "42P07"
+
+
+def test_a_replayed_merge_inserts_nothing(api, db):
+    api.create()
+    api.execute(merge_sql(), run_parameters())
+    replay = api.execute(merge_sql(), run_parameters(title=("Changed", "STRING")))
+    assert replay["result"]["data_array"] == [["0", "0", "0", "0"]]
+    assert [row["title"] for row in db.rows(FULL_NAME)] == ["Demo"]
+
+
+def test_timestamps_match_on_the_instant_not_the_text(api, db):
+    api.create()
+    api.execute(merge_sql(), run_parameters())
+    same_instant = run_parameters(created_at=("2026-11-20 10:14:03.123+01:00", "TIMESTAMP"))
+    assert api.execute(merge_sql(), same_instant)["result"]["data_array"][0][-1] == "0"
+    later = run_parameters(created_at=("2026-11-20T09:14:03.124Z", "TIMESTAMP"))
+    assert api.execute(merge_sql(), later)["result"]["data_array"][0][-1] == "1"
+    assert len(db.rows(FULL_NAME)) == 2
+
+
+def test_multi_row_union_all_merge(api, db):
+    api.create()
+    api.execute(merge_sql(), run_parameters("run-2"))
+    parameters = [
+        *run_parameters("run-1", "_1"),
+        *run_parameters("run-2", "_2"),
+        *run_parameters("run-3", "_3", frames=("7", "BIGINT")),
+    ]
+    answer = api.execute(merge_sql(rows=3), parameters)
+    assert answer["result"]["data_array"] == [["2", "0", "0", "2"]]
+    assert [(row["run_id"], row["frames"]) for row in db.rows(FULL_NAME)] == [("run-2", 3), ("run-1", 3), ("run-3", 7)]
+
+
+def test_typed_parameters_without_a_value_are_null(api, db):
+    api.create()
+    parameters = run_parameters(frames=(None, "BIGINT"), duration=(None, "DOUBLE"), transcript=(None, "STRING"))
+    assert api.execute(merge_sql(), parameters)["status"]["state"] == "SUCCEEDED"
+    row = db.rows(FULL_NAME)[0]
+    assert (row["frames"], row["duration"], row["transcript"], row["thumbnail_url"]) == (None, None, None, None)
+
+
+def test_hyphenated_and_doubled_backtick_names(api, db):
+    db.add_schema("main", "peep-show")
+    table = "`main`.`peep-show`.`runs-2`"
+    api.execute(CREATE.replace(TABLE, table))
+    assert api.execute(merge_sql(table=table), run_parameters())["status"]["state"] == "SUCCEEDED"
+    assert len(db.rows("main.peep-show.runs-2")) == 1
+    message, _ = failure(api.execute(CREATE.replace(TABLE, "main.peep-show.runs")))  # unquoted: '-' is an operator
+    assert message.startswith("[PARSE_SYNTAX_ERROR] Syntax error at or near '-'")
+    message, _ = failure(api.execute(CREATE.replace(TABLE, "`main`.`default`.`a``b`")))
+    assert message.startswith("[INVALID_SCHEMA_OR_RELATION_NAME] `a`b` is not a valid name")
+
+
+def test_the_table_name_may_be_bound_with_identifier(api, db):
+    api.create()
+    statement = merge_sql(table="IDENTIFIER(:table)")
+    parameters = [*run_parameters(), {"name": "table", "value": FULL_NAME}]
+    assert api.execute(statement, parameters)["status"]["state"] == "SUCCEEDED"
+    assert len(db.rows(FULL_NAME)) == 1
+
+
+def test_describe_table_lists_the_columns(api):
+    api.create()
+    answer = api.execute(f"describe table {TABLE}")
+    assert answer["manifest"]["schema"]["column_count"] == 3
+    assert answer["result"]["data_array"][2:4] == [["frames", "bigint", None], ["duration", "double", None]]
+    assert answer["result"]["row_count"] == len(COLUMNS)
+
+
+# -- statements that FAIL (HTTP 200) -----------------------------------------------------------------------------
+
+
+def test_an_unbound_marker_fails(api, db):
+    api.create()
+    parameters = [parameter for parameter in run_parameters() if parameter["name"] != "title"]
+    message, sql_state = failure(api.execute(merge_sql(), parameters))
+    assert message.startswith("[UNBOUND_SQL_PARAMETER] Found the unbound parameter: title. ")
+    assert sql_state == "42P02"
+    assert db.rows(FULL_NAME) == []
+
+
+def test_a_string_typed_value_is_not_cast_into_a_bigint_column(api, db):
+    api.create()
+    message, sql_state = failure(api.execute(merge_sql(), run_parameters(frames=("3", "STRING"))))
+    assert message == (
+        "[INCOMPATIBLE_DATA_FOR_TABLE.CANNOT_SAFELY_CAST] Cannot write incompatible data for the table "
+        '`main`.`default`.`peepshow_runs`: Cannot safely cast `frames` "STRING" to "BIGINT". SQLSTATE: KD000'
+    )
+    assert sql_state == "KD000"
+    untyped = [{key: value for key, value in parameter.items() if key != "type"} for parameter in run_parameters()]
+    assert "Cannot safely cast `frames`" in failure(api.execute(merge_sql(), untyped))[0]
+    assert db.rows(FULL_NAME) == []
+
+
+def test_lax_mode_casts_strings_like_delta_merge(api, db):
+    api.create()
+    db.strict_string_casts = False
+    untyped = [{key: value for key, value in parameter.items() if key != "type"} for parameter in run_parameters()]
+    assert api.execute(merge_sql(), untyped)["status"]["state"] == "SUCCEEDED"
+    assert (db.rows(FULL_NAME)[0]["frames"], db.rows(FULL_NAME)[0]["created_at"]) == (3, INSTANT)
+    malformed = run_parameters("run-2", frames=("three", "STRING"))
+    message, sql_state = failure(api.execute(merge_sql(), malformed))
+    assert message.startswith(
+        """[CAST_INVALID_INPUT] The value 'three' of the type "STRING" cannot be cast to "BIGINT" """
+    )
+    assert sql_state == "22018"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "sql_type"),
+    [
+        ("frames", "abc", "BIGINT"),
+        ("frames", "9223372036854775808", "BIGINT"),
+        ("frames", "3.0", "BIGINT"),
+        ("duration", "forty", "DOUBLE"),
+        ("created_at", "2026-13-20T09:14:03Z", "TIMESTAMP"),
+        ("created_at", "2026-11-20T09:14:03.1234567Z", "TIMESTAMP"),
+        ("created_at", "yesterday", "TIMESTAMP"),
+    ],
+)
+def test_a_value_its_type_cannot_parse_fails(api, db, name, value, sql_type):
+    api.create()
+    message, sql_state = failure(api.execute(merge_sql(), run_parameters(**{name: (value, sql_type)})))
+    assert message.startswith(f"[CAST_INVALID_INPUT] The value '{value}' of the type \"STRING\" cannot be cast to ")
+    assert sql_state == "22018"
+    assert db.rows(FULL_NAME) == []
+
+
+def test_typed_values_accept_the_iso_8601_variants_and_special_doubles(api, db):
+    api.create()
+    variants = [("1", "2026-11-20T09:14:03Z", "NaN"), ("2", "2026-11-20 09:14:03.123456", "-Infinity")]
+    for run_id, created_at, duration in variants:
+        parameters = run_parameters(run_id, created_at=(created_at, "TIMESTAMP"), duration=(duration, "DOUBLE"))
+        assert api.execute(merge_sql(), parameters)["status"]["state"] == "SUCCEEDED"
+    first, second = db.rows(FULL_NAME)
+    assert first["created_at"] == INSTANT.replace(microsecond=0)
+    assert second["created_at"] == INSTANT.replace(microsecond=123456)
+    assert first["duration"] != first["duration"] and second["duration"] == float("-inf")
+
+
+def test_an_unknown_table_fails(api):
+    message, sql_state = failure(api.execute(merge_sql(), run_parameters()))
+    assert message.startswith("[TABLE_OR_VIEW_NOT_FOUND] The table or view `main`.`default`.`peepshow_runs` cannot")
+    assert sql_state == "42P01"
+
+
+def test_a_missing_catalog_or_schema_fails_the_create(api, db):
+    message, _ = failure(api.execute(CREATE.replace("`main`", "`nope`")))
+    assert message.startswith("[NO_SUCH_CATALOG_EXCEPTION] Catalog 'nope' was not found.")
+    message, sql_state = failure(api.execute(CREATE.replace("`default`", "`nope`")))
+    assert message.startswith("[SCHEMA_NOT_FOUND] The schema `main`.`nope` cannot be found.")
+    assert sql_state == "42704"
+    assert db.tables == {}
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT 1",
+        f"INSERT INTO {TABLE} VALUES ('it''s')",  # noqa: S608 - the literal is the point: it must be refused
+        merge_sql().replace(":title AS title", "'Demo' AS title"),
+        merge_sql().replace("INSERT *", "UPDATE SET *"),
+        CREATE + "; DROP TABLE x",
+    ],
+)
+def test_statements_outside_the_subset_fail_with_parse_syntax_error(api, db, statement):
+    api.create()
+    message, sql_state = failure(api.execute(statement, run_parameters()))
+    assert message.startswith("[PARSE_SYNTAX_ERROR] Syntax error at or near ")
+    assert sql_state == "42601"
+    assert db.rows(FULL_NAME) == []
+
+
+def test_insert_star_needs_every_table_column_from_the_source(api):
+    api.create()
+    statement = merge_sql().replace(", :tags AS tags", "")
+    message, _ = failure(api.execute(statement, run_parameters()))
+    assert message.startswith("[DELTA_MERGE_UNRESOLVED_EXPRESSION] Cannot resolve tags in INSERT clause given columns ")
+
+
+def test_fail_next_statement_forces_one_failure(api, db):
+    db.fail_next_statement("BAD_REQUEST", "[DELTA_CONCURRENT_APPEND] Files were added.")
+    answer = api.execute(CREATE)
+    assert answer["status"] == {
+        "state": "FAILED",
+        "error": {"error_code": "BAD_REQUEST", "message": "[DELTA_CONCURRENT_APPEND] Files were added."},
+    }
+    assert db.tables == {}
+    api.create()
+
+
+# -- asynchronous execution --------------------------------------------------------------------------------------
+
+
+def test_a_cold_warehouse_is_pending_then_running_then_succeeded(api, db):
+    db.cold_start(polls=2)
+    assert api.request("GET", "/api/2.0/sql/warehouses/wh-1")[1]["state"] == "STOPPED"
+    submitted = api.execute(CREATE, wait_timeout="0s")
+    assert submitted["status"] == {"state": "PENDING"}
+    assert api.request("GET", "/api/2.0/sql/warehouses/wh-1")[1]["state"] == "STARTING"
+    states = [api.poll(submitted["statement_id"])["status"]["state"] for _ in range(3)]
+    assert states == ["PENDING", "PENDING", "RUNNING"]
+    assert db.tables == {}  # nothing has run yet
+    assert api.poll(submitted["statement_id"])["status"] == {"state": "SUCCEEDED"}
+    assert FULL_NAME in db.tables
+    assert api.request("GET", "/api/2.0/sql/warehouses/wh-1")[1]["state"] == "RUNNING"
+    assert api.execute(merge_sql(), run_parameters())["status"]["state"] == "SUCCEEDED"  # warm now
+
+
+def test_wait_timeout_zero_answers_pending_even_on_a_warm_warehouse(api, db):
+    submitted = api.execute(CREATE, wait_timeout="0s")
+    assert submitted["status"] == {"state": "PENDING"}
+    assert api.poll(submitted["statement_id"])["status"] == {"state": "SUCCEEDED"}
+
+
+def test_a_wait_covers_a_short_cold_start(api, db):
+    db.cold_start(seconds=0.2)
+    started = time.monotonic()
+    assert api.execute(CREATE, wait_timeout="5s")["status"] == {"state": "SUCCEEDED"}
+    assert 0.15 < time.monotonic() - started < 2
+
+
+def test_on_wait_timeout_cancel_cancels_an_unfinished_statement(api, db):
+    db.cold_start(polls=3)
+    answer = api.execute(CREATE, wait_timeout="5s", on_wait_timeout="CANCEL")
+    assert answer["status"] == {"state": "CANCELED"}
+    assert api.poll(answer["statement_id"])["status"] == {"state": "CANCELED"}
+    assert db.tables == {}
+
+
+def test_cancel_a_statement_that_never_finishes(api, db):
+    db.pending_forever()
+    submitted = api.execute(CREATE, wait_timeout="0s")
+    statement_id = submitted["statement_id"]
+    assert [api.poll(statement_id)["status"]["state"] for _ in range(3)] == ["PENDING"] * 3
+    path = f"/api/2.0/sql/statements/{statement_id}/cancel"
+    assert api.request("POST", path) == (200, {})
+    assert api.poll(statement_id)["status"] == {"state": "CANCELED"}
+    assert db.cancels == [statement_id]
+    assert db.tables == {}
+
+
+def test_cancel_loses_the_race_against_completion(api, db):
+    statement_id = api.execute(CREATE)["statement_id"]
+    assert api.request("POST", f"/api/2.0/sql/statements/{statement_id}/cancel") == (200, {})
+    assert api.poll(statement_id)["status"] == {"state": "SUCCEEDED"}
+    assert db.cancels == [statement_id]
+
+
+def test_unknown_statements_are_404(api):
+    for method, path in (("GET", "/api/2.0/sql/statements/nope"), ("POST", "/api/2.0/sql/statements/nope/cancel")):
+        status, answer = api.request(method, path)
+        assert (status, answer["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
+
+
+def test_close_results_turns_succeeded_into_closed(api, db):
+    statement_id = api.execute(CREATE)["statement_id"]
+    db.close_results()
+    assert api.poll(statement_id) == {"statement_id": statement_id, "status": {"state": "CLOSED"}}
+
+
+# -- the read endpoints ------------------------------------------------------------------------------------------
+
+
+def test_warehouse_endpoint(api, db):
+    status, warehouse = api.request("GET", "/api/2.0/sql/warehouses/wh-1")
+    assert (status, warehouse["id"], warehouse["state"]) == (200, "wh-1", "RUNNING")
+    db.set_warehouse_state("wh-1", "STOPPED")
+    assert api.request("GET", "/api/2.0/sql/warehouses/wh-1")[1]["state"] == "STOPPED"
+    status, answer = api.request("GET", "/api/2.0/sql/warehouses/wh-2")
+    assert (status, answer["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
+
+
+def test_unity_catalog_table_endpoint(api):
+    status, answer = api.request("GET", f"/api/2.1/unity-catalog/tables/{FULL_NAME}")
+    assert (status, answer) == (
+        404,
+        {"error_code": "TABLE_DOES_NOT_EXIST", "message": f"Table '{FULL_NAME}' does not exist."},
+    )
+    api.create()
+    status, table = api.request("GET", f"/api/2.1/unity-catalog/tables/{FULL_NAME}")
+    assert status == 200
+    assert (table["full_name"], table["table_type"], table["data_source_format"]) == (FULL_NAME, "MANAGED", "DELTA")
+    assert [column["name"] for column in table["columns"]] == list(COLUMNS)
+    assert table["columns"][2] == {
+        "name": "frames",
+        "type_text": "bigint",
+        "type_name": "LONG",
+        "type_json": '{"name":"frames","type":"long","nullable":true,"metadata":{}}',
+        "position": 2,
+        "nullable": True,
+    }
+    assert table["columns"][8]["type_name"] == "TIMESTAMP"
+
+
+def test_reset_forgets_tables_statements_and_switches(api, db):
+    api.create()
+    db.cold_start(polls=5)
+    db.fail_next_statement()
+    db.expire_token(TOKEN)
+    db.reset()
+    assert (db.tables, db.statements, db.cancels, db.requests) == ({}, [], [], [])
+    assert api.execute(CREATE)["status"] == {"state": "SUCCEEDED"}
