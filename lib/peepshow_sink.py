@@ -1020,7 +1020,6 @@ def _backfill(sink, config, ctx, spool, documents, dry_run, stdout, stderr):
     done = set() if dry_run or not spool["dir"] else delivered_runs(spool["dir"], spool["dest"])
     counts = {"delivered": 0, "skipped": 0, "rejected": 0, "spooled": 0, "malformed": 0}
     progress = hasattr(stderr, "isatty") and stderr.isatty()
-    seen = set()
 
     def settle(group):
         if not group:
@@ -1060,11 +1059,9 @@ def _backfill(sink, config, ctx, spool, documents, dry_run, stdout, stderr):
                 counts["malformed"] += 1
                 _say(stderr, sink.NAME, error.message)
                 continue
-            key = (row["run_id"], row["created_at"])
-            if row["run_id"] in done or key in seen:
+            if row["run_id"] in done:
                 counts["skipped"] += 1
                 continue
-            seen.add(key)
             group.append(row)
             size += len(row["transcript"] or "") + len(row["tags"]) + 1024
             if len(group) >= GROUP_RUNS or size >= GROUP_BYTES:

@@ -1,0 +1,179 @@
+"""Benchmark of the built zipapps against the local emulators (`./build.sh bench`). Run by hand, never by pytest.
+
+Prints, with every ratio taken against a baseline measured in the same run:
+  (a) each warm zipapp's single-run wall time against `python -c 'import urllib3'` (target <= 1.15x)
+  (b) a 10,000-run backfill in one process against the one-process-per-run loop, timed on a sample
+      (targets: >= 100x event-track and databricks, >= 50x cassandra)
+  (c) peak RSS of one run carrying a 5 MiB transcript (target <= 40 MB), and of 10,000- and 100,000-run streams
+      (target: flat)
+Options: --runs N (single-run repetitions, default 30), --backfill N (default 10000), --stream N (default 100000),
+--sample N (runs timed one process each, default 40).
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.emulators.databricks import Databricks  # noqa: E402
+from tests.emulators.segment import Segment  # noqa: E402
+from tests.emulators.stargate import Stargate  # noqa: E402
+
+PYTHON = os.path.realpath(sys.executable)  # the real interpreter, not a pyenv shim (~20 ms per start)
+MANIFEST = json.loads((ROOT / "tests" / "fixtures" / "manifest.json").read_text())
+MAXRSS = (
+    "import resource, subprocess, sys\n"
+    "with open(sys.argv[1], 'rb') as stdin:\n"
+    "    code = subprocess.run(sys.argv[2:], stdin=stdin, stdout=subprocess.DEVNULL).returncode\n"
+    "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
+
+
+def manifests(count, offset=0, transcript=None):
+    """`count` distinct runs as NDJSON lines (what a backfill of peepshow's manifests looks like)."""
+    for number in range(offset, offset + count):
+        run = dict(MANIFEST, outputDir=f"/tmp/peepshow-bench-{number}", runId=f"bench-{number}")
+        run["createdAt"] = f"2026-{(number % 12) + 1:02d}-{(number % 28) + 1:02d}T09:14:03.{number % 1000:03d}Z"
+        if transcript:
+            run["audio"] = dict(run["audio"], transcript={"language": "en", "text": transcript})
+        yield json.dumps(run) + "\n"
+
+
+def write(path, lines):
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(lines)
+    return path
+
+
+def timed(command, env, stdin_path=None):
+    with open(stdin_path or os.devnull, "rb") as stdin:
+        started = time.perf_counter()
+        completed = subprocess.run(command, env=env, stdin=stdin, capture_output=True, check=False)
+        elapsed = time.perf_counter() - started
+    if completed.returncode != 0:
+        raise SystemExit(f"{command[-1]} failed: exit {completed.returncode}: {completed.stderr.decode()[-400:]}")
+    return elapsed
+
+
+def peak_rss_mb(command, env, stdin_path):
+    output = subprocess.run(
+        [PYTHON, "-c", MAXRSS, str(stdin_path), *command], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    if output[0] != "0":
+        raise SystemExit(f"{command[-1]} failed with exit {output[0]}")
+    return int(output[1]) / 1024
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--backfill", type=int, default=10000)
+    parser.add_argument("--stream", type=int, default=100000)
+    parser.add_argument("--sample", type=int, default=40)
+    options = parser.parse_args()
+
+    segment, databricks, stargate = Segment().start(), Databricks().start(), Stargate().start()
+    work = Path(tempfile.mkdtemp(prefix="peepshow-bench-"))
+    base_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(work),
+        "SHIV_ROOT": str(work / "shiv"),
+        "PEEPSHOW_SINK_TIMEOUT": "60",
+    }
+    sinks = {
+        "event-track": {
+            "EVENT_TRACK_PROVIDER": "segment",
+            "EVENT_TRACK_TOKEN": "seg-write-key",
+            "EVENT_TRACK_USER_ID": "peepshow-cli",
+            "EVENT_TRACK_ENDPOINT": segment.url + "/v1/track",
+        },
+        "databricks": {
+            "DATABRICKS_URL": databricks.url,
+            "DATABRICKS_TOKEN": "dapi-test-token",
+            "DATABRICKS_WAREHOUSE_ID": "wh-1",
+        },
+        "cassandra": {
+            "CASSANDRA_URL": stargate.url,
+            "CASSANDRA_KEYSPACE": "peepshow",
+            "CASSANDRA_TOKEN": "AstraCS:test-token",
+        },
+    }
+
+    def env_for(name, spool):
+        return dict(base_env, PEEPSHOW_SINK_SPOOL_DIR=str(work / spool), **sinks[name])
+
+    def command(name):
+        return [PYTHON, str(ROOT / "dist" / f"{name}.pyz")]
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}")
+    print(f"python: {platform.python_version()} ({PYTHON}); emulators on 127.0.0.1 in this process\n")
+
+    single = write(work / "single.ndjson", manifests(1))
+    for name in sinks:  # unpack each zipapp once: the figures below are warm starts
+        timed(command(name), env_for(name, "warmup"), single)
+
+    print(f"(a) single run, warm, median of {options.runs} interleaved runs")
+    baseline_command = [PYTHON, "-c", "import urllib3"]
+    samples = {"baseline": []}
+    for _ in range(options.runs):
+        samples["baseline"].append(timed(baseline_command, base_env))
+        for name in sinks:
+            # A new run each time (different run ids) so the destination really writes.
+            one = write(work / f"one-{name}.json", manifests(1, offset=len(samples.get(name, [])) + 10**6))
+            samples.setdefault(name, []).append(timed(command(name), env_for(name, "single"), one))
+    baseline = statistics.median(samples["baseline"])
+    print(f"    python -c 'import urllib3'  {baseline * 1000:7.1f} ms")
+    for name in sinks:
+        median = statistics.median(samples[name])
+        print(f"    {name:<26}  {median * 1000:7.1f} ms   {median / baseline:.2f}x  (target <= 1.15x)")
+
+    print(f"\n(b) backfill of {options.backfill} runs in one process vs one process per run ({options.sample} timed)")
+    for name in sinks:
+        loop = [
+            timed(
+                command(name),
+                env_for(name, f"loop-{name}"),
+                write(work / "loop.json", manifests(1, offset=2 * 10**6 + i)),
+            )
+            for i in range(options.sample)
+        ]
+        per_run = statistics.mean(loop)
+        batch_file = write(work / f"backfill-{name}.ndjson", manifests(options.backfill, offset=3 * 10**6))
+        batch = timed(command(name), env_for(name, f"backfill-{name}"), batch_file)
+        target = 50 if name == "cassandra" else 100
+        speedup = per_run * options.backfill / batch
+        print(
+            f"    {name:<12} loop {per_run * 1000:6.1f} ms/run"
+            f" (x{options.backfill} = {per_run * options.backfill:7.1f} s)   backfill {batch:6.2f} s   {speedup:6.0f}x  (target >= {target}x)"
+        )
+
+    print("\n(c) peak RSS")
+    transcript = ("All work and no play makes a dull video. " * 140000)[: 5 * 1024 * 1024]
+    big = write(work / "big.json", manifests(1, offset=4 * 10**6, transcript=transcript))
+    for name in sinks:
+        rss = peak_rss_mb(command(name), env_for(name, f"big-{name}"), big)
+        print(f"    {name:<12} one run with a 5 MiB transcript   {rss:5.1f} MB  (target <= 40 MB)")
+    small = write(work / "stream-small.ndjson", manifests(options.stream // 10, offset=5 * 10**6))
+    large = write(work / "stream-large.ndjson", manifests(options.stream, offset=6 * 10**6))
+    small_rss = peak_rss_mb(command("event-track"), env_for("event-track", "stream-small"), small)
+    large_rss = peak_rss_mb(command("event-track"), env_for("event-track", "stream-large"), large)
+    print(
+        f"    event-track  stream of {options.stream // 10:>6} runs  {small_rss:5.1f} MB;"
+        f" of {options.stream:>6} runs  {large_rss:5.1f} MB  (flat: {large_rss - small_rss:+.1f} MB)"
+    )
+    for emulator in (segment, databricks, stargate):
+        emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
