@@ -763,7 +763,7 @@ def main(sink, argv=None, env=None, stdin=None, stdout=None, stderr=None):
 
 def _say(stream, name, message):
     try:
-        stream.write(redact(f"{name}: {' '.join(str(message).split())}") + "\n")
+        stream.write(f"{name}: {redact(' '.join(str(message).split()))}\n")
         stream.flush()
     except (OSError, ValueError):
         pass

@@ -167,7 +167,11 @@ def test_500_forever_is_kept_and_replayed(destination):
     destination.emulator.fault("status", status=500, times=None, body=b"{}")
     result = destination.run()
     assert destination.stored() == 0
-    assert len(destination.emulator.requests) >= 2  # retried (every statement/insert here is idempotent)
+    if destination.name == "stargate":
+        # Stargate's own 500s (oversized message, null body) repeat on retry: SPEC §4 retries 502/503/504 only.
+        assert len(destination.emulator.requests) == 1
+    else:
+        assert len(destination.emulator.requests) >= 2  # retried: every request here is idempotent
     assert_kept_then_replayed(destination, result)
 
 
