@@ -342,3 +342,167 @@ def test_batch_url_replaces_the_last_segment():
     assert event_track.batch_url("https://api.mixpanel.com/track", "import") == "https://api.mixpanel.com/import"
     assert event_track.batch_url("https://x.example/v1/track?x=1", "batch") == "https://x.example/v1/batch?x=1"
     assert event_track.batch_url("https://api2.amplitude.com/2/httpapi", None) == "https://api2.amplitude.com/2/httpapi"
+
+
+# -- regions and preflight -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("provider", "region", "url"),
+    [
+        ("mixpanel", "us", "https://api.mixpanel.com/track"),
+        ("mixpanel", "eu", "https://api-eu.mixpanel.com/track"),
+        ("mixpanel", "in", "https://api-in.mixpanel.com/track"),
+        ("amplitude", "eu", "https://api.eu.amplitude.com/2/httpapi"),
+        ("segment", "EU", "https://events.eu1.segmentapis.com/v1/track"),
+        ("segment", None, "https://api.segment.io/v1/track"),
+    ],
+)
+def test_region_picks_the_regional_host(run_sink, provider, region, url):
+    env = {
+        "EVENT_TRACK_PROVIDER": provider,
+        "EVENT_TRACK_TOKEN": TOKENS[provider],
+        "EVENT_TRACK_USER_ID": "peepshow-cli",
+        "EVENT_TRACK_REGION": region,
+    }
+    result = run_sink("event-track", fixture_bytes("run-full.json"), env, args=["--dry-run"])
+    assert result.code == 0, result
+    assert result.stdout.startswith(f"POST {url}\n")
+
+
+@pytest.mark.parametrize("provider", ["amplitude", "segment"])
+def test_region_the_provider_lacks_is_a_usage_error(run_sink, provider):
+    env = {
+        "EVENT_TRACK_PROVIDER": provider,
+        "EVENT_TRACK_TOKEN": TOKENS[provider],
+        "EVENT_TRACK_USER_ID": "peepshow-cli",
+        "EVENT_TRACK_REGION": "in",
+    }
+    result = run_sink("event-track", fixture_bytes("run-full.json"), env)
+    assert_clean_failure(result, 2, TOKENS[provider])
+    assert "EVENT_TRACK_REGION" in result.stderr
+
+
+def test_endpoint_wins_over_region(run_sink, analytics):
+    emulator, env = analytics("mixpanel", EVENT_TRACK_REGION="eu")
+    assert run_sink("event-track", fixture_bytes("run-full.json"), env).code == 0
+    assert len(emulator.events) == 1
+
+
+def test_check_verifies_configuration_and_reachability_without_writing(run_sink, analytics, unused_port):
+    emulator, env = analytics("amplitude")
+    result = run_sink("event-track", b"", env, args=["--check"])
+    assert result.code == 0, result
+    assert "reachability" in result.stdout and "no read-only way to validate" in result.stdout
+    assert emulator.events == [] and all(request.method == "HEAD" for request in emulator.requests)
+    assert TOKENS["amplitude"] not in result.stdout
+    env["EVENT_TRACK_ENDPOINT"] = f"http://127.0.0.1:{unused_port}/2/httpapi"
+    result = run_sink("event-track", b"", dict(env, PEEPSHOW_SINK_TIMEOUT="2"), args=["--check"])
+    assert result.code == 5 and "FAIL" in result.stdout
+
+
+def test_print_schema_is_not_for_events(run_sink, analytics):
+    _, env = analytics("segment")
+    assert_clean_failure(run_sink("event-track", b"", env, args=["--print-schema"]), 2)
+
+
+def test_backfill_batches_and_skips_what_was_delivered(run_sink, analytics):
+    runs = []
+    for number in range(30):
+        run = fixture("manifest.json")
+        run["outputDir"] = f"/tmp/peepshow-backfill-{number}"
+        runs.append(json.dumps(run))
+    for provider, batch_path in (("mixpanel", "/import"), ("amplitude", "/2/httpapi"), ("segment", "/v1/batch")):
+        emulator, env = analytics(provider)
+        result = run_sink("event-track", "\n".join(runs), env)
+        assert result.code == 0, result
+        assert len(emulator.events) == 30
+        assert [request.path for request in emulator.requests] == [batch_path]
+        assert "30 delivered" in result.stderr
+        again = run_sink("event-track", "\n".join(runs[:5]) + "\n" + runs[0].replace("backfill-0", "new"), env)
+        assert again.code == 0, again
+        assert len(emulator.events) == 31
+        assert "5 skipped" in again.stderr
+
+
+def test_backfill_from_manifest_files_and_the_index(run_sink, analytics, tmp_path):
+    emulator, env = analytics("segment")
+    index_lines = []
+    for number in range(3):
+        directory = tmp_path / f"peepshow-{number}"
+        directory.mkdir()
+        run = fixture("manifest.json")
+        run["outputDir"] = str(directory)
+        run["createdAt"] = f"2026-10-0{number + 1}T10:00:00.000Z"
+        (directory / "manifest.json").write_text(json.dumps(run))
+        index_lines.append(json.dumps({"runId": f"run-{number}", "outputDir": str(directory)}))
+    index = tmp_path / "index.ndjson"
+    index.write_text("\n".join(index_lines) + "\n")
+    result = run_sink("event-track", b"", env, args=[str(tmp_path / "peepshow-0"), str(tmp_path / "peepshow-1")])
+    assert result.code == 0, result
+    assert sorted(event["timestamp"] for event in emulator.events) == [
+        "2026-10-01T10:00:00.000Z",
+        "2026-10-02T10:00:00.000Z",
+    ]
+    assert emulator.events[0]["properties"]["output_dir"].startswith(str(tmp_path))
+    result = run_sink("event-track", b"", env, args=["--from-index", str(index)])
+    assert result.code == 0, result
+    assert len(emulator.events) == 3
+    assert "2 skipped" in result.stderr
+    missing = run_sink("event-track", b"", env, args=[str(tmp_path / "nowhere")])
+    assert missing.code == 4 and "nowhere" in missing.stderr
+
+
+def test_mixpanel_old_runs_go_to_import(run_sink, analytics):
+    emulator, env = analytics("mixpanel")
+    run = fixture("manifest.json")
+    run["createdAt"] = "2025-01-01T00:00:00.000Z"  # /track would answer status 1 and silently drop it
+    result = run_sink("event-track", run, env)
+    assert result.code == 0, result
+    assert emulator.requests[-1].path == "/import"
+    assert emulator.requests[-1].query["strict"] == ["1"]
+    assert len(emulator.events) == 1
+
+
+def _three_runs():
+    runs = []
+    for number in range(3):
+        run = fixture("manifest.json")
+        run["outputDir"] = f"/tmp/peepshow-partial-{number}"
+        runs.append(json.dumps(run))
+    return "\n".join(runs)
+
+
+def test_amplitude_partial_rejection_resends_the_others(run_sink, analytics):
+    emulator, env = analytics("amplitude")
+    emulator.fault(
+        "status",
+        status=400,
+        body={"code": 400, "error": "Invalid field values on some events", "events_with_invalid_fields": {"time": [1]}},
+    )
+    result = run_sink("event-track", _three_runs(), env)
+    assert result.code == 5, result
+    assert len(emulator.events) == 2
+    assert [len(request.json()["events"]) for request in emulator.requests] == [3, 2]
+    assert "run peepshow-partial-1 rejected" in result.stderr
+    assert "2 delivered, 1 rejected" in result.stderr
+
+
+def test_mixpanel_failed_records_reject_only_the_named_runs(run_sink, analytics, spool):
+    emulator, env = analytics("mixpanel")
+    emulator.fault(
+        "status",
+        status=400,
+        body={
+            "code": 400,
+            "error": "some data points in the request failed validation",
+            "failed_records": [{"index": 2, "insert_id": "x", "field": "properties.time", "message": "too old"}],
+            "num_records_imported": 2,
+            "status": "Bad Request",
+        },
+    )
+    result = run_sink("event-track", _three_runs(), env)
+    assert result.code == 5, result
+    assert "run peepshow-partial-2 rejected" in result.stderr and "properties.time" in result.stderr
+    assert "2 delivered, 1 rejected" in result.stderr
+    assert not list((spool / "event-track").glob("*.json"))  # rejected for good: not kept
