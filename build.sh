@@ -61,7 +61,7 @@ import sys
 _root = os.path.expanduser(os.environ.get("SHIV_ROOT") or os.path.join("~", ".shiv"))
 _name = os.path.basename(os.path.realpath(sys.argv[0]))
 _site = os.path.join(_root, _name + "_{environment['build_id']}", "site-packages")
-if os.path.isdir(_site) and not any(key.startswith("SHIV_") and key != "SHIV_ROOT" for key in os.environ):
+if not _root.startswith("~") and os.path.isdir(_site) and not any(key.startswith("SHIV_") and key != "SHIV_ROOT" for key in os.environ):
     sys.path.insert(0, _site)
     from {environment['entry_point'].split(':')[0]} import main
 
@@ -69,6 +69,8 @@ if os.path.isdir(_site) and not any(key.startswith("SHIV_") and key != "SHIV_ROO
 
 
 def _usable(path):
+    if path.startswith("~"):  # HOME unset and no passwd entry: never unpack into ./~ of the working directory
+        return False
     try:
         os.makedirs(path, mode=0o700, exist_ok=True)
     except OSError:
@@ -76,10 +78,24 @@ def _usable(path):
     return os.access(path, os.W_OK | os.X_OK)
 
 
+def _private(path):
+    # The temp directory is shared: use a fallback only if this user made it and nobody else can write into it,
+    # or whoever planted it first would have their code run as this user.
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        info = os.lstat(path)
+    except OSError:
+        return False
+    owner = getattr(os, "getuid", lambda: info.st_uid)()
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == owner and not info.st_mode & 0o022
+
+
 if not os.environ.get("SHIV_ROOT") and not _usable(_root):
+    import stat
     import tempfile
 
-    os.environ["SHIV_ROOT"] = os.path.join(tempfile.gettempdir(), "shiv-%s" % getattr(os, "getuid", lambda: "user")())
+    _fallback = os.path.join(tempfile.gettempdir(), "shiv-%s" % getattr(os, "getuid", lambda: "user")())
+    os.environ["SHIV_ROOT"] = _fallback if _private(_fallback) else tempfile.mkdtemp(prefix="shiv-")
 try:
     import _bootstrap
 
@@ -102,6 +118,8 @@ with open(archive, "wb") as handle:
         for info, content in entries:
             if info.filename == "__main__.py":
                 content = MAIN.encode("utf-8")
+            if not info.is_dir():  # the builder's umask must not leak into the bytes (or into unpacked modes)
+                info.external_attr = 0o100644 << 16
             target.writestr(info, content)
 PY
         install -m 0755 "build/zipapp/$name.pyz" "dist/$name.pyz"

@@ -107,8 +107,16 @@ def base_url(env, name, hint):
 
 
 def is_loopback(host):
-    host = (host or "").strip("[]").lower()
-    return host in ("localhost", "::1") or host.endswith(".localhost") or host.startswith("127.")
+    """True for localhost and loopback addresses only (a DNS name such as 127.0.0.1.example.com is not)."""
+    import ipaddress
+
+    host = (host or "").strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def refuse_plain_http(url, variable):
@@ -368,11 +376,28 @@ def http_client(env, pool_size=4):
     client = {"direct": urllib3.PoolManager(**options), "proxies": {}, "no_proxy": None, "urllib3": urllib3}
     for scheme, proxy in proxies.items():
         if proxy:
-            if "://" not in proxy:
-                proxy = "http://" + proxy
-            client["proxies"][scheme] = urllib3.ProxyManager(proxy, **options)
+            client["proxies"][scheme] = _proxy_manager(urllib3, proxy, f"{scheme.upper()}_PROXY", options)
             client["no_proxy"] = env_value(env, "NO_PROXY") or env_value(env, "no_proxy") or ""
     return client
+
+
+def _proxy_manager(urllib3, proxy, variable, options):
+    import urllib.parse
+
+    if "://" not in proxy:
+        proxy = "http://" + proxy
+    parts = urllib.parse.urlsplit(proxy)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise usage_error(f"{variable} must be an http:// or https:// proxy URL (socks and others are not supported)")
+    headers = None
+    if parts.username is not None:
+        # urllib3 does not read credentials from the proxy URL: send them as Proxy-Authorization.
+        credentials = urllib.parse.unquote(parts.username) + ":" + urllib.parse.unquote(parts.password or "")
+        register_secret(credentials)
+        register_secret(parts.password or "")
+        headers = urllib3.make_headers(proxy_basic_auth=credentials)
+        proxy = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    return urllib3.ProxyManager(proxy, proxy_headers=headers, **options)
 
 
 def _pool_for(client, url):
@@ -467,7 +492,9 @@ def send(ctx, req, retry_statuses=RETRY_STATUSES, deadline=None, what=None):
         try:
             response = _attempt(urllib3, pool, req, left, deadline)
         except urllib3.exceptions.HTTPError as error:
-            problem = _network_reason(urllib3, error, what)
+            problem, retryable = _network_reason(urllib3, error, what)
+            if not retryable:
+                raise remote_error(problem, transient=True) from None
             response = None
         if response is not None and response.status not in retry_statuses:
             return response
@@ -523,18 +550,29 @@ def _retry_after(urllib3, response):
 
 
 def _network_reason(urllib3, error, what):
+    """(the one-line reason, whether another attempt in this invocation can help)."""
+    import ssl
+
     reason = getattr(error, "reason", None) or error
-    if isinstance(error, urllib3.exceptions.NewConnectionError) or "refused" in str(reason).lower():
-        return f"cannot connect to {what} (connection refused or unreachable)"
-    if isinstance(error, (urllib3.exceptions.TimeoutError, urllib3.exceptions.ReadTimeoutError)):
-        return f"{what} did not answer in time"
-    if isinstance(error, urllib3.exceptions.SSLError):
-        return f"TLS failed with {what}: {reason} (set SSL_CERT_FILE for a private CA)"
     if isinstance(error, urllib3.exceptions.ProxyError):
-        return f"the proxy refused the connection to {what}: check HTTPS_PROXY/NO_PROXY"
+        if "407" in str(reason):  # wrong proxy credentials fail the same way on every attempt
+            return "the proxy refused its credentials (HTTP 407): fix user:password in HTTPS_PROXY/HTTP_PROXY", False
+        return f"cannot reach {what} through the proxy ({reason}): check HTTPS_PROXY, HTTP_PROXY and NO_PROXY", True
+    if isinstance(error, urllib3.exceptions.SSLError):
+        chain, verify = error, False
+        while chain is not None and not verify:
+            verify = isinstance(chain, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(chain)
+            chain = chain.__cause__ or chain.__context__
+        if verify:  # the same certificate will fail the same way until the trust store changes
+            return f"TLS certificate of {what} not trusted: set SSL_CERT_FILE to the CA bundle that signs it", False
+        return f"TLS failed with {what}: {reason}", True
+    if isinstance(error, urllib3.exceptions.NewConnectionError) or "refused" in str(reason).lower():
+        return f"cannot connect to {what} (connection refused or unreachable)", True
+    if isinstance(error, (urllib3.exceptions.TimeoutError, urllib3.exceptions.ReadTimeoutError)):
+        return f"{what} did not answer in time (PEEPSHOW_SINK_TIMEOUT allows more)", True
     if isinstance(error, urllib3.exceptions.ProtocolError):
-        return f"{what} dropped the connection"
-    return f"network error talking to {what}: {type(reason).__name__}"
+        return f"{what} dropped the connection", True
+    return f"network error talking to {what}: {type(reason).__name__}", True
 
 
 def host_of(url):
