@@ -749,6 +749,11 @@ def record_delivered(directory, dest, run_ids):
 # -- the command line every sink shares ----------------------------------------------------------------------------
 
 COMMON_HELP = """
+Register with peepshow:
+  peepshow sinks add-cmd ~/bin/{name}.pyz                after every extraction
+  peepshow ./clip.mp4 --sink {name}                      with dist/peepshow-sink-{name} copied onto PATH
+  peepshow sinks add {name} --when extension=mp4,mov     only for matching videos
+
 Input:
   stdin            one run: the JSON that `peepshow <video> --emit json` prints (peepshow pipes it in);
                    several runs, concatenated or one per line, are a backfill
@@ -835,7 +840,7 @@ def parse_args(argv):
 def _run(sink, argv, env, stdin, stdout, stderr, started):
     options = parse_args(argv)
     if options.get("help"):
-        stdout.write(sink.HELP.strip() + "\n" + COMMON_HELP)
+        stdout.write(sink.HELP.strip() + "\n" + COMMON_HELP.format(name=sink.NAME))
         return EXIT_OK
     if options.get("version"):
         stdout.write(f"{sink.NAME} {__version__}\n")
