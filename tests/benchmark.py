@@ -122,10 +122,14 @@ def main():
         timed(command(name), env_for(name, "warmup"), single)
 
     print(f"(a) single run, warm, median of {options.runs} interleaved runs")
+    # The baseline imports the very urllib3 the zipapps carry (their unpacked copy), not whatever version the
+    # interpreter happens to have installed.
+    (bundled,) = (work / "shiv").glob("event-track.pyz_*/site-packages")
+    baseline_env = dict(base_env, PYTHONPATH=str(bundled))
     baseline_command = [PYTHON, "-c", "import urllib3"]
     samples = {"baseline": []}
     for _ in range(options.runs):
-        samples["baseline"].append(timed(baseline_command, base_env))
+        samples["baseline"].append(timed(baseline_command, baseline_env))
         for name in sinks:
             # A new run each time (different run ids) so the destination really writes.
             one = write(work / f"one-{name}.json", manifests(1, offset=len(samples.get(name, [])) + 10**6))

@@ -115,7 +115,8 @@ def main():
             print(f"{title}: {status}; the emulator stored {len(records)} record(s)")
             for record in records:
                 for key, value in record.items():
-                    print(f"    {key:<20} {show(value)}")
+                    # Mixpanel keeps the project token inside each event: never print a credential, even a demo one.
+                    print(f"    {key:<20} {'***' if key == 'token' else show(value)}")
             print()
             failures += code != 0 or len(records) != 1
     for emulator in (mixpanel, amplitude, segment, databricks, stargate):

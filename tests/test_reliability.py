@@ -309,3 +309,14 @@ def test_concurrent_replays_send_each_run_once(segment, spool, shiv_root):
     assert len(sent) == 200 == len(set(sent))  # not only stored once: sent once
     assert len(segment.events) == 200
     assert list((spool / "event-track").glob("*.json")) == []
+
+
+@pytest.mark.parametrize("status", [502, 504])
+def test_stargate_gateway_errors_are_retried(run_sink, stargate, status):
+    # A 504 may mean the write was applied: the upsert on run_id makes the retry harmless.
+    stargate.fault("status", status=status, body={"description": "upstream timed out", "code": status})
+    env = dict(_stargate_env(stargate), PEEPSHOW_SINK_TIMEOUT=str(DEADLINE))
+    result = run_sink("cassandra", fixture_bytes("run-full.json"), env)
+    assert result.code == 0, result
+    assert len(stargate.requests) == 2
+    assert len(stargate.rows("peepshow", "peepshow_runs")) == 1
