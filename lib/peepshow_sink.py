@@ -334,10 +334,8 @@ def derive(payload, env, now=None):
 
 def stable_id(*parts):
     """A UUIDv5-shaped id of the parts: the same run always gets the same dedup id, retries and replays alike."""
-    import hashlib
-
     name = "\x1f".join(parts).encode("utf-8", "surrogatepass")
-    digest = bytearray(hashlib.sha1(name).digest()[:16])  # noqa: S324 - an id (UUIDv5 uses SHA-1), not a secret
+    digest = bytearray(_digest("sha1", name)[:16])
     digest[6] = (digest[6] & 0x0F) | 0x50
     digest[8] = (digest[8] & 0x3F) | 0x80
     hexed = digest.hex()
@@ -612,9 +610,24 @@ def spool_dir(env, name):
 
 def destination_key(material):
     """A short, non-reversible name for a destination (its identity may include a token: never in a file name)."""
+    return _digest("sha256", "\x1f".join(material).encode("utf-8")).hex()[:16]
+
+
+def _digest(algorithm, data):
+    """SHA-1 (UUIDv5 ids, not secrets) or SHA-256 of `data`.
+
+    hashlib loads OpenSSL's libcrypto on import (~3 ms, a few percent of a whole run); CPython's own built-in
+    modules compute the same digests without it. hashlib stays the fallback for builds without them.
+    """
+    modules = {"sha1": ("_sha1",), "sha256": ("_sha2", "_sha256")}[algorithm]
+    for module in modules:
+        try:
+            return getattr(__import__(module), algorithm)(data).digest()
+        except (ImportError, AttributeError):
+            continue
     import hashlib
 
-    return hashlib.sha256("\x1f".join(material).encode("utf-8")).hexdigest()[:16]
+    return hashlib.new(algorithm, data).digest()
 
 
 def run_key(row):

@@ -1,5 +1,7 @@
 """Shared test harness: run a built zipapp the way peepshow does (payload on stdin, config in env)."""
 
+import importlib.machinery
+import importlib.util
 import json
 import os
 import socket
@@ -22,6 +24,20 @@ def fixture_bytes(name):
 
 def fixture(name):
     return json.loads(fixture_bytes(name))
+
+
+_scripts = {}
+
+
+def load_script(name):
+    """A sink script of bin/ imported as a module (once per session), for unit tests of its pure functions."""
+    if name not in _scripts:
+        loader = importlib.machinery.SourceFileLoader(f"sink_{name.replace('-', '_')}", str(ROOT / "bin" / name))
+        spec = importlib.util.spec_from_loader(loader.name, loader)
+        module = importlib.util.module_from_spec(spec)
+        loader.exec_module(module)
+        _scripts[name] = module
+    return _scripts[name]
 
 
 class Result:

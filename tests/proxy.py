@@ -17,20 +17,23 @@ import select
 import socket
 import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from tests.emulators.base import LoopbackServer
 
 HOP_BY_HOP = {"connection", "proxy-connection", "proxy-authorization", "keep-alive", "te", "trailer", "upgrade"}
 RELAY_CHUNK = 65536
 
 
-class Proxy:
+class Proxy(LoopbackServer):
+    name = "proxy"
+
     def __init__(self, auth=None):
+        super().__init__()
         self.auth = auth
         self.lock = threading.Lock()
         self.seen = []
         self.headers = []
-        self.server = None
-        self.stopping = threading.Event()
 
     # -- life cycle -------------------------------------------------------------------------------------------
 
@@ -53,32 +56,8 @@ class Proxy:
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _forward
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        # A short poll keeps stop() quick: each test starts and stops its own proxy.
-        serve = threading.Thread(target=self.server.serve_forever, args=(0.05,), name="proxy", daemon=True)
-        serve.start()
-        return self
-
-    def stop(self):
-        self.stopping.set()
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-
-    def __enter__(self):
-        return self.start() if self.server is None else self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def port(self):
-        return self.server.server_address[1]
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
+        self.serve(Handler)
+        return self.run(poll_interval=0.05)  # a short poll keeps stop() quick: each test has its own proxy
 
     def reset(self):
         with self.lock:

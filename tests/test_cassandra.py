@@ -1,8 +1,6 @@
 """cassandra, run as users run it (the built zipapp against the Stargate emulators), plus its pure builders."""
 
 import datetime
-import importlib.machinery
-import importlib.util
 import json
 import re
 
@@ -10,22 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import FIXTURE_NAMES, ROOT, assert_clean_failure, fixture, fixture_bytes
+from tests.conftest import FIXTURE_NAMES, assert_clean_failure, fixture, fixture_bytes, load_script
 from tests.emulators.stargate import PEEPSHOW_SCHEMA, Stargate, StargateAuth
 
 TOKEN = "AstraCS:test-token"
 MILLIS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
-def load_script():
-    loader = importlib.machinery.SourceFileLoader("cassandra_script", str(ROOT / "bin" / "cassandra"))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-cassandra = load_script()
+cassandra = load_script("cassandra")
 sink = cassandra.sink
 
 

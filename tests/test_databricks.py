@@ -1,12 +1,10 @@
 """databricks: the pure statement builders (imported from bin/), then the zipapp against the Databricks emulator."""
 
-import importlib.machinery
-import importlib.util
 import json
 
 import pytest
 
-from tests.conftest import FIXTURE_NAMES, ROOT, assert_clean_failure, fixture
+from tests.conftest import FIXTURE_NAMES, assert_clean_failure, fixture, load_script
 
 TOKEN = "dapi-test-token"
 TABLE = "main.default.peepshow_runs"
@@ -24,16 +22,7 @@ CREATE = (
 )
 
 
-def load_script():
-    path = str(ROOT / "bin" / "databricks")
-    loader = importlib.machinery.SourceFileLoader("databricks_sink_under_test", path)
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-db = load_script()
+db = load_script("databricks")
 SinkError = db.sink.SinkError
 ENV = {"DATABRICKS_URL": "https://abc-123.cloud.databricks.com", "DATABRICKS_TOKEN": TOKEN}
 ENV["DATABRICKS_WAREHOUSE_ID"] = "wh-1"

@@ -1,25 +1,15 @@
 """event-track, run as users run it: the built zipapp, a payload on stdin, the emulators as providers."""
 
-import importlib.machinery
-import importlib.util
 import json
 
 import pytest
 
-from tests.conftest import FIXTURE_NAMES, ROOT, TOKENS, assert_clean_failure, fixture, fixture_bytes
+from tests.conftest import FIXTURE_NAMES, TOKENS, assert_clean_failure, fixture, fixture_bytes, load_script
 
 PROVIDERS = ("mixpanel", "amplitude", "segment")
 
 
-def load_script():
-    loader = importlib.machinery.SourceFileLoader("event_track_script", str(ROOT / "bin" / "event-track"))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-event_track = load_script()
+event_track = load_script("event-track")
 
 
 def properties(provider, event):

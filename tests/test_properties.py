@@ -4,8 +4,6 @@ In-process through each script's main() for volume (an internal error would surf
 smaller sample through the zipapps as peepshow runs them.
 """
 
-import importlib.machinery
-import importlib.util
 import io
 import json
 
@@ -13,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ROOT
+from tests.conftest import load_script
 
 SETTINGS = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], derandomize=True
@@ -23,15 +21,7 @@ ZIPAPP_SETTINGS = settings(
 )
 
 
-def load(name):
-    loader = importlib.machinery.SourceFileLoader(f"{name.replace('-', '_')}_properties", str(ROOT / "bin" / name))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-SINKS = {name: load(name) for name in ("event-track", "databricks", "cassandra")}
+SINKS = {name: load_script(name) for name in ("event-track", "databricks", "cassandra")}
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40)
 json_values = st.recursive(

@@ -31,7 +31,7 @@ import json
 import time
 import zlib
 
-from tests.emulators.base import Emulator, Reply, serve_forever
+from tests.emulators.base import Emulator, Reply, serve_forever, truncate_strings
 
 HTTP_API_PATH = "/2/httpapi"
 BATCH_PATH = "/batch"
@@ -120,17 +120,6 @@ def _is_integer(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _truncate(value):
-    """A copy of `value` with every string (at any depth) cut to its first MAX_STRING_LENGTH characters."""
-    if isinstance(value, str):
-        return value[:MAX_STRING_LENGTH]
-    if isinstance(value, list):
-        return [_truncate(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _truncate(item) for key, item in value.items()}
-    return value
-
-
 class Amplitude(Emulator):
     name = "amplitude"
 
@@ -214,7 +203,7 @@ class Amplitude(Emulator):
         if rejection:
             return rejection
 
-        stored = [_truncate(event) for event in events]
+        stored = [truncate_strings(event, MAX_STRING_LENGTH) for event in events]
         with self.lock:
             throttled = self._take_throttle(request.path, stored)
             if throttled:

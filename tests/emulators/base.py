@@ -60,52 +60,24 @@ class Reply:
             self.headers["Content-Type"] = content_type
 
 
-class Emulator:
-    name = "emulator"
+class LoopbackServer:
+    """The life cycle every test server shares: a ThreadingHTTPServer on 127.0.0.1 in a daemon thread."""
+
+    name = "server"
+    scheme = "http"
 
     def __init__(self):
-        self.lock = threading.RLock()
-        self.requests = []
-        self.faults = []
         self.server = None
-        self.thread = None
         self.stopping = threading.Event()
 
-    # -- life cycle -------------------------------------------------------------------------------------------
-
-    def start(self, port=0, tls=None):
-        """Serve on 127.0.0.1:`port` (0: any free one); `tls=(certfile, keyfile)` serves HTTPS instead of HTTP."""
-        emulator = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out in two writes; with Nagle on, delayed ACK holds the body ~40 ms per reply.
-            disable_nagle_algorithm = True
-
-            def log_message(self, *args):
-                pass
-
-            def _serve(self):
-                emulator._dispatch(self)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    def serve(self, handler_class, port=0):
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler_class)
         self.server.daemon_threads = True
-        self.scheme = "http"
-        if tls:
-            import ssl
+        return self.server
 
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*tls)
-            # The handshake waits for the first read, in the request's own thread: done in accept() it would let
-            # one client that never speaks TLS (or rejects the certificate) stall the whole server loop.
-            self.server.socket = context.wrap_socket(
-                self.server.socket, server_side=True, do_handshake_on_connect=False
-            )
-            self.scheme = "https"
-        self.thread = threading.Thread(target=self.server.serve_forever, name=self.name, daemon=True)
-        self.thread.start()
+    def run(self, poll_interval=0.5):
+        thread = threading.Thread(target=self.server.serve_forever, args=(poll_interval,), name=self.name, daemon=True)
+        thread.start()
         return self
 
     def stop(self):
@@ -126,7 +98,50 @@ class Emulator:
 
     @property
     def url(self):
-        return f"{getattr(self, 'scheme', 'http')}://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+
+class Emulator(LoopbackServer):
+    name = "emulator"
+
+    def __init__(self):
+        super().__init__()
+        self.lock = threading.RLock()
+        self.requests = []
+        self.faults = []
+
+    # -- life cycle -------------------------------------------------------------------------------------------
+
+    def start(self, port=0, tls=None):
+        """Serve on 127.0.0.1:`port` (0: any free one); `tls=(certfile, keyfile)` serves HTTPS instead of HTTP."""
+        emulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; with Nagle on, delayed ACK holds the body ~40 ms per reply.
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args):
+                pass
+
+            def _serve(self):
+                emulator._dispatch(self)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
+
+        self.serve(Handler, port)
+        if tls:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            # The handshake waits for the first read, in the request's own thread: done in accept() it would let
+            # one client that never speaks TLS (or rejects the certificate) stall the whole server loop.
+            self.server.socket = context.wrap_socket(
+                self.server.socket, server_side=True, do_handshake_on_connect=False
+            )
+            self.scheme = "https"
+        return self.run()
 
     def reset(self):
         """Forget requests, faults and stored data (subclasses extend this for their own state)."""
@@ -226,6 +241,34 @@ class Emulator:
                 except OSError:
                     break
                 self.stopping.wait(spec["interval"])
+
+
+def basic_credentials(request):
+    """(user, password) from an `Authorization: Basic` header, or None when there is no usable one."""
+    import base64
+    import binascii
+
+    scheme, _, encoded = (request.header("authorization") or "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, _, password = decoded.partition(":")
+    return user, password
+
+
+def truncate_strings(value, limit):
+    """A copy of `value` with every string, at any depth, cut to its first `limit` characters (how analytics
+    services store long property values)."""
+    if isinstance(value, str):
+        return value[:limit]
+    if isinstance(value, list):
+        return [truncate_strings(item, limit) for item in value]
+    if isinstance(value, dict):
+        return {key: truncate_strings(item, limit) for key, item in value.items()}
+    return value
 
 
 def serve_forever(emulator, port):

@@ -42,7 +42,7 @@ import re
 import time
 import urllib.parse
 
-from .base import Emulator, Reply, serve_forever
+from .base import Emulator, Reply, basic_credentials, serve_forever, truncate_strings
 
 DEFAULT_TOKENS = ("mp-token",)
 DEFAULT_SECRETS = ("mp-secret",)
@@ -92,32 +92,8 @@ def event_seconds(value):
     return value / 1000.0 if value >= MILLISECONDS_FROM else float(value)
 
 
-def truncate(value):
-    """Cut every string inside a property value to 255 characters, as Mixpanel stores it."""
-    if isinstance(value, str):
-        return value[:MAX_STRING_CHARS]
-    if isinstance(value, list):
-        return [truncate(item) for item in value]
-    if isinstance(value, dict):
-        return {key: truncate(item) for key, item in value.items()}
-    return value
-
-
 def valid_insert_id(value):
     return isinstance(value, str) and INSERT_ID.fullmatch(value) is not None and value.lower() not in PLACEHOLDER_IDS
-
-
-def basic_credentials(request):
-    """(user, password) from an `Authorization: Basic` header, or None when there is no usable one."""
-    scheme, _, encoded = (request.header("authorization") or "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, _, password = decoded.partition(":")
-    return user, password
 
 
 def request_body(request):
@@ -199,7 +175,7 @@ class Mixpanel(Emulator):
         Call with self.lock held. Events without $insert_id are never deduplicated. Time is compared to the second
         (not verified: Mixpanel only says "time"); the unit it was sent in does not matter.
         """
-        properties = truncate(event["properties"])
+        properties = truncate_strings(event["properties"], MAX_STRING_CHARS)
         stored = {"event": event["event"], "properties": properties, "endpoint": endpoint}
         insert_id = properties.get("$insert_id")
         if insert_id is None:

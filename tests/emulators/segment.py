@@ -30,12 +30,10 @@ no_user_anon_id error" without a status; it gets 200 and is dropped here), and h
 """
 
 import argparse
-import base64
-import binascii
 import gzip
 import json
 
-from .base import Emulator, Reply, serve_forever
+from .base import Emulator, Reply, basic_credentials, serve_forever
 
 DEFAULT_WRITE_KEYS = ("seg-write-key",)
 
@@ -54,19 +52,6 @@ SUCCESS = {"success": True}
 def bad_request(code, message):
     # Not verified beyond the shape analytics-python reads and the "Exceed payload limit" text.
     return Reply(400, {"code": code, "message": message})
-
-
-def basic_user(request):
-    """The user name of an `Authorization: Basic` header, or None when there is no usable one."""
-    scheme, _, encoded = (request.header("authorization") or "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    # "Include a colon before encoding … encoding the write key without a colon might work": accept both.
-    return decoded.partition(":")[0]
 
 
 def compact_size(message):
@@ -114,7 +99,8 @@ class Segment(Emulator):
         if not isinstance(payload, dict):
             return bad_request("invalid_request", "Invalid JSON: the body must be an object")
 
-        write_key = basic_user(request) or payload.get("writeKey")
+        # "Include a colon before encoding … encoding the write key without a colon might work": accept both.
+        write_key = (basic_credentials(request) or (None,))[0] or payload.get("writeKey")
         if path == BATCH_PATH:
             return self._batch(payload, write_key)
         # The single-call path names the type; a body that says otherwise is still a track call here.

@@ -1,0 +1,210 @@
+"""The shared helper's pure functions: the derived values of SPEC §1 and the small parsers every sink relies on."""
+
+import hashlib
+import io
+import json
+import sys
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.conftest import ROOT, fixture
+
+sys.path.insert(0, str(ROOT / "lib"))
+import peepshow_sink as sink  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("output_dir", "run_id"),
+    [
+        ("/tmp/peepshow-7f3kq2", "peepshow-7f3kq2"),
+        ("/tmp/peepshow-7f3kq2/", "peepshow-7f3kq2"),
+        ("/tmp/peepshow-7f3kq2//", "peepshow-7f3kq2"),
+        ("C:\\Users\\ana\\Temp\\peepshow-x\\", "peepshow-x"),
+        ("relative/dir", "dir"),
+        ("single", "single"),
+    ],
+)
+def test_run_id_is_the_basename_of_output_dir(output_dir, run_id):
+    assert sink.derive({"outputDir": output_dir, "runId": "ignored"}, {})["run_id"] == run_id
+
+
+@pytest.mark.parametrize("output_dir", [None, "", "/", "\\\\"])
+def test_run_id_falls_back_to_the_manifest_run_id(output_dir):
+    assert sink.derive({"outputDir": output_dir, "runId": "20261120T091403123-7f3kq2"}, {})["run_id"] == (
+        "20261120T091403123-7f3kq2"
+    )
+    with pytest.raises(sink.SinkError) as failure:
+        sink.derive({"outputDir": output_dir}, {})
+    assert failure.value.code == 4
+
+
+def test_title_fallbacks():
+    base = {"outputDir": "/tmp/run-1"}
+    assert sink.derive(dict(base, video={"tags": {"title": "T", "show": "S"}}), {})["title"] == "T"
+    assert sink.derive(dict(base, video={"tags": {"title": " ", "show": "S"}}), {})["title"] == "S"
+    assert sink.derive(dict(base, input={"filename": "clip.mov"}), {})["title"] == "clip.mov"
+    assert sink.derive(base, {})["title"] == "run-1"
+    assert sink.derive(fixture("manifest.json"), {})["title"] == "checkout-flicker.mov"
+
+
+def test_derived_values_of_the_full_fixture():
+    row = sink.derive(fixture("run-full.json"), {"PEEPSHOW_FRAME_BASE_URL": "https://cdn.example.com/frames/"}, now=0)
+    assert row["frames"] == 3 and row["duration"] == 42.0 and row["strategy"] == "scene"
+    assert row["thumbnail_url"] == "https://cdn.example.com/frames/frame_0001.jpg"
+    assert row["created_at"] == "1970-01-01T00:00:00.000Z"
+    assert json.loads(row["tags"])["director"] == "QA Team"
+    assert row["transcript"].startswith("Okay, I'm on the checkout screen.")
+
+
+def test_thumbnail_url_percent_encodes_the_file_name():
+    row = sink.derive(fixture("run-hostile.json"), {"PEEPSHOW_FRAME_BASE_URL": "https://cdn.example.com"})
+    assert row["thumbnail_url"] == "https://cdn.example.com/frame%200001%20%C3%BC%23%3F.jpg"
+    assert sink.derive(fixture("run-hostile.json"), {})["thumbnail_url"] is None
+    assert (
+        sink.derive({"outputDir": "/x", "frames": []}, {"PEEPSHOW_FRAME_BASE_URL": "https://c"})["thumbnail_url"]
+        is None
+    )
+
+
+def test_strategy_falls_back_to_extraction_and_tags_default_to_an_empty_object():
+    row = sink.derive({"outputDir": "/x", "extraction": {"strategy": "fps"}}, {})
+    assert row["strategy"] == "fps" and row["tags"] == "{}" and row["transcript"] is None and row["duration"] is None
+
+
+def test_transcript_is_cut_to_1_mib_on_a_character_boundary():
+    text = "é" * (sink.TRANSCRIPT_LIMIT // 2 + 10)  # two bytes each: the limit falls inside nothing, then inside one
+    cut = sink.derive({"outputDir": "/x", "audio": {"transcript": {"text": "a" + text}}}, {})["transcript"]
+    assert len(cut.encode("utf-8")) <= sink.TRANSCRIPT_LIMIT
+    assert cut.encode("utf-8").decode("utf-8") == cut
+    assert len(cut.encode("utf-8")) >= sink.TRANSCRIPT_LIMIT - 1
+
+
+@given(st.text(), st.integers(min_value=0, max_value=64))
+def test_cut_utf8_never_splits_a_character(value, limit):
+    cut = sink.cut_utf8(value, limit)
+    assert len(cut.encode("utf-8")) <= limit
+    assert value.startswith(cut)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-11-20T09:14:03.123Z", "2026-11-20T09:14:03.123Z"),
+        ("2026-11-20T09:14:03Z", "2026-11-20T09:14:03.000Z"),
+        ("2026-11-20T09:14:03.123456789Z", "2026-11-20T09:14:03.123Z"),
+        ("2026-11-20T10:14:03.5+01:00", "2026-11-20T09:14:03.500Z"),
+        ("2026-11-20 09:14:03.1", "2026-11-20T09:14:03.100Z"),
+    ],
+)
+def test_created_at_from_the_payload_is_normalised(value, expected):
+    assert sink.derive({"outputDir": "/x", "createdAt": value}, {})["created_at"] == expected
+
+
+@pytest.mark.parametrize("value", ["2026-02-30T00:00:00Z", "yesterday", 1763630043, None])
+def test_an_unusable_created_at_means_now(value):
+    assert sink.derive({"outputDir": "/x", "createdAt": value}, {}, now=86400.25)["created_at"] == (
+        "1970-01-02T00:00:00.250Z"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(3, 3), (2.5, 2.5), ("12.5", 12.5), (" 3 ", 3), ("1e3", 1000.0), (True, None), ("NaN", None), ("inf", None)],
+)
+def test_numbers_from_numbers_and_numeric_strings(value, expected):
+    assert sink.number(value) == expected
+
+
+def test_lone_surrogates_become_replacement_characters():
+    row = sink.derive(json.loads('{"outputDir": "/x", "video": {"tags": {"title": "a\\ud83db"}}}'), {})
+    assert row["title"] == "a\ufffdb"
+    row["tags"].encode("utf-8")
+
+
+def test_documents_concatenated_one_per_line_or_with_a_bom():
+    stream = io.BytesIO(b'\xef\xbb\xbf{"a": 1}{"b": 2}\n{"c": [3]}\n\n')
+    assert list(sink.iter_documents(stream)) == [{"a": 1}, {"b": 2}, {"c": [3]}]
+
+
+def test_a_document_larger_than_one_read_chunk():
+    big = {"outputDir": "/x", "text": "z" * (sink.READ_CHUNK * 2 + 7)}
+    stream = io.BytesIO((json.dumps(big) + "\n" + json.dumps({"n": 2})).encode())
+    assert [document.get("n") for document in sink.iter_documents(stream)] == [None, 2]
+
+
+def test_a_utf8_character_split_across_reads():
+    class Trickle(io.RawIOBase):
+        def __init__(self, data):
+            self.data = data
+
+        def read(self, size=-1):
+            chunk, self.data = self.data[:1], self.data[1:]
+            return chunk
+
+    assert list(sink.iter_documents(Trickle('{"t": "ü🎬"}'.encode()))) == [{"t": "ü🎬"}]
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("localhost", True),
+        ("api.localhost", True),
+        ("[::1]", True),
+        ("127.0.0.1.attacker.example", False),
+        ("10.0.0.1", False),
+        ("example.com", False),
+    ],
+)
+def test_loopback_is_decided_by_address(host, loopback):
+    assert sink.is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "no_proxy", "bypass"),
+    [
+        ("api.segment.io", 443, "segment.io", True),
+        ("api.segment.io", 443, ".segment.io", True),
+        ("api.segment.io", 443, "io.example", False),
+        ("127.0.0.1", 8080, "127.0.0.1:8080", True),
+        ("127.0.0.1", 8081, "127.0.0.1:8080", False),
+        ("anything", 1, "*", True),
+        ("notsegment.io", 443, "segment.io", False),
+    ],
+)
+def test_no_proxy_matching(host, port, no_proxy, bypass):
+    assert sink._bypass_proxy(host, port, no_proxy) is bypass
+
+
+def test_stable_ids_are_uuid5_shaped_and_deterministic():
+    first = sink.stable_id("peepshow-run", "peepshow-7f3kq2", "2026-11-20T09:14:03.123Z")
+    assert first == sink.stable_id("peepshow-run", "peepshow-7f3kq2", "2026-11-20T09:14:03.123Z")
+    assert uuid.UUID(first).version == 5 and len(first) == 36
+    assert first != sink.stable_id("peepshow-run", "peepshow-7f3kq2", "2026-11-20T09:14:03.124Z")
+
+
+def test_digests_match_hashlib_without_loading_it():
+    assert sink._digest("sha256", b"peepshow") == hashlib.sha256(b"peepshow").digest()
+    assert sink._digest("sha1", b"peepshow") == hashlib.sha1(b"peepshow").digest()  # noqa: S324
+
+
+def test_redact_hides_the_secret_and_its_encodings():
+    sink.register_secret("s3cr3t/token+1")
+    shown = sink.redact("raw s3cr3t/token+1 url s3cr3t%2Ftoken%2B1 basic czNjcjN0L3Rva2VuKzE6")
+    assert "s3cr3t" not in shown and "czNjcjN0L3Rva2VuKzE6" not in shown
+
+
+def test_unknown_option_and_bad_timeout_are_usage_errors():
+    with pytest.raises(sink.SinkError) as failure:
+        sink.parse_args(["--frobnicate"])
+    assert failure.value.code == 2
+    for value in ("0", "-1", "soon", "9999"):
+        with pytest.raises(sink.SinkError):
+            sink.read_timeout({"PEEPSHOW_SINK_TIMEOUT": value})
+    assert sink.read_timeout({"PEEPSHOW_SINK_TIMEOUT": " "}) == sink.DEFAULT_TIMEOUT
+    assert sink.parse_args(["--from-index"])["from_index"].endswith("index.ndjson")
+    assert sink.parse_args(["--from-index=/x.ndjson", "a.json"]) == {"paths": ["a.json"], "from_index": "/x.ndjson"}
