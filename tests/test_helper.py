@@ -208,3 +208,14 @@ def test_unknown_option_and_bad_timeout_are_usage_errors():
     assert sink.read_timeout({"PEEPSHOW_SINK_TIMEOUT": " "}) == sink.DEFAULT_TIMEOUT
     assert sink.parse_args(["--from-index"])["from_index"].endswith("index.ndjson")
     assert sink.parse_args(["--from-index=/x.ndjson", "a.json"]) == {"paths": ["a.json"], "from_index": "/x.ndjson"}
+
+
+def test_the_fixtures_are_the_shared_ones():
+    # tests/fixtures is a copy so a clone tests on its own; beside the shared folder, the copy must not drift.
+    shared = ROOT.parent / "shared" / "fixtures"
+    if not shared.is_dir():
+        pytest.skip("no shared/ folder beside this checkout")
+    names = sorted(path.name for path in shared.glob("*.json"))
+    assert names == sorted(path.name for path in (ROOT / "tests" / "fixtures").glob("*.json"))
+    for name in names:
+        assert (shared / name).read_bytes() == (ROOT / "tests" / "fixtures" / name).read_bytes(), name
