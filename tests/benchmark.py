@@ -6,8 +6,8 @@ Prints, with every ratio taken against a baseline measured in the same run:
       (targets: >= 100x event-track and databricks, >= 50x cassandra)
   (c) peak RSS of one run carrying a 5 MiB transcript (target <= 40 MB), and of 10,000- and 100,000-run streams
       (target: flat)
-Options: --runs N (single-run repetitions, default 30), --backfill N (default 10000), --stream N (default 100000),
---sample N (runs timed one process each, default 40).
+Options: --runs N (single-run repetitions, default 60), --backfill N (default 10000), --stream N (default 100000),
+--sample N (runs timed one process each, default 40), --parts abc (which of the three to run).
 """
 
 import argparse
@@ -75,10 +75,11 @@ def peak_rss_mb(command, env, stdin_path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--backfill", type=int, default=10000)
     parser.add_argument("--stream", type=int, default=100000)
     parser.add_argument("--sample", type=int, default=40)
+    parser.add_argument("--parts", default="abc")
     options = parser.parse_args()
 
     segment, databricks, stargate = Segment().start(), Databricks().start(), Stargate().start()
@@ -121,6 +122,18 @@ def main():
     for name in sinks:  # unpack each zipapp once: the figures below are warm starts
         timed(command(name), env_for(name, "warmup"), single)
 
+    if "a" in options.parts:
+        single_runs(options, work, base_env, sinks, env_for, command)
+    if "b" in options.parts:
+        backfills(options, work, sinks, env_for, command)
+    if "c" in options.parts:
+        peak_memory(options, work, sinks, env_for, command)
+    for emulator in (segment, databricks, stargate):
+        emulator.stop()
+    return 0
+
+
+def single_runs(options, work, base_env, sinks, env_for, command):
     print(f"(a) single run, warm, median of {options.runs} interleaved runs")
     # The baseline imports the very urllib3 the zipapps carry (their unpacked copy), not whatever version the
     # interpreter happens to have installed.
@@ -140,6 +153,8 @@ def main():
         median = statistics.median(samples[name])
         print(f"    {name:<26}  {median * 1000:7.1f} ms   {median / baseline:.2f}x  (target <= 1.15x)")
 
+
+def backfills(options, work, sinks, env_for, command):
     print(f"\n(b) backfill of {options.backfill} runs in one process vs one process per run ({options.sample} timed)")
     for name in sinks:
         loop = [
@@ -161,6 +176,8 @@ def main():
             f"   backfill {batch:6.2f} s   {speedup:6.0f}x  (target >= {target}x)"
         )
 
+
+def peak_memory(options, work, sinks, env_for, command):
     print("\n(c) peak RSS")
     transcript = ("All work and no play makes a dull video. " * 140000)[: 5 * 1024 * 1024]
     big = write(work / "big.json", manifests(1, offset=4 * 10**6, transcript=transcript))
@@ -175,9 +192,6 @@ def main():
         f"    event-track  stream of {options.stream // 10:>6} runs  {small_rss:5.1f} MB;"
         f" of {options.stream:>6} runs  {large_rss:5.1f} MB  (flat: {large_rss - small_rss:+.1f} MB)"
     )
-    for emulator in (segment, databricks, stargate):
-        emulator.stop()
-    return 0
 
 
 if __name__ == "__main__":
