@@ -1,10 +1,14 @@
 """event-track, run as users run it: the built zipapp, a payload on stdin, the emulators as providers."""
 
 import json
+import os
+import pty
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import FIXTURE_NAMES, TOKENS, assert_clean_failure, fixture, fixture_bytes, load_script
+from tests.conftest import DIST, FIXTURE_NAMES, TOKENS, assert_clean_failure, fixture, fixture_bytes, load_script
 
 PROVIDERS = ("mixpanel", "amplitude", "segment")
 
@@ -496,3 +500,36 @@ def test_mixpanel_failed_records_reject_only_the_named_runs(run_sink, analytics,
     assert "run peepshow-partial-2 rejected" in result.stderr and "properties.time" in result.stderr
     assert "2 delivered, 1 rejected" in result.stderr
     assert not list((spool / "event-track").glob("*.json"))  # rejected for good: not kept
+
+
+def test_backfill_shows_progress_only_on_a_terminal(analytics, shiv_root, spool, run_sink):
+    emulator, env = analytics("segment")
+    runs = [json.dumps(dict(fixture("manifest.json"), outputDir=f"/tmp/peepshow-tty-{n}")) for n in range(600)]
+    terminal, stderr = pty.openpty()
+    full_env = dict(env, PATH=os.environ["PATH"], HOME=str(spool.parent), SHIV_ROOT=shiv_root)
+    full_env["PEEPSHOW_SINK_SPOOL_DIR"] = str(spool)
+    completed = subprocess.run(
+        [sys.executable, str(DIST / "event-track.pyz")],
+        input="\n".join(runs).encode(),
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        env=full_env,
+        timeout=60,
+        check=False,
+    )
+    os.close(stderr)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # EIO: the other side is closed and everything was read
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    assert completed.returncode == 0
+    assert b"delivered so far" in shown and b"600 delivered" in shown
+    piped = run_sink("event-track", "\n".join(runs).replace("tty", "pipe"), env)
+    assert "so far" not in piped.stderr and piped.stderr.strip() == "event-track: 600 delivered"
+    assert len(emulator.events) == 1200

@@ -219,3 +219,25 @@ def test_the_fixtures_are_the_shared_ones():
     assert names == sorted(path.name for path in (ROOT / "tests" / "fixtures").glob("*.json"))
     for name in names:
         assert (shared / name).read_bytes() == (ROOT / "tests" / "fixtures" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize(
+    ("value", "low", "high"),
+    [("3", 3, 3), ("0", 0, 0), ("garbage", None, None), ("-5", None, None)],
+)
+def test_retry_after_in_seconds(value, low, high):
+    urllib3 = sink.load_urllib3()
+    wait = sink._retry_after(urllib3, sink.Response(429, {"Retry-After": value}, b""))
+    assert (wait is None) if low is None else low <= wait <= high
+
+
+def test_retry_after_as_an_http_date():
+    import email.utils
+    import time
+
+    urllib3 = sink.load_urllib3()
+    when = email.utils.formatdate(time.time() + 5, usegmt=True)
+    wait = sink._retry_after(urllib3, sink.Response(503, {"Retry-After": when}, b""))
+    assert 3 <= wait <= 5
+    past = email.utils.formatdate(time.time() - 60, usegmt=True)
+    assert sink._retry_after(urllib3, sink.Response(503, {"Retry-After": past}, b"")) == 0
