@@ -880,7 +880,7 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
         documents = _manifest_documents(options, stdin)
         single = None
     else:
-        stream = stdin or sys.stdin.buffer
+        stream = stdin or _stdin()
         if hasattr(stream, "isatty") and stream.isatty():
             raise usage_error(
                 f"reads a peepshow run on stdin: `peepshow <video> --emit json | {sink.NAME}` (see --help)"
@@ -905,6 +905,15 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
         return _deliver_single(sink, config, ctx, spool, row, stderr)
     ctx["http"] = http_client(env, getattr(sink, "CONCURRENCY", 1) + 1)
     return _backfill(sink, config, ctx, spool, documents, options.get("dry_run"), stdout, stderr)
+
+
+def _stdin():
+    """The binary stdin; a closed one (`sink <&-`) reads as empty rather than crashing."""
+    if sys.stdin is None:
+        import io
+
+        return io.BytesIO()
+    return sys.stdin.buffer
 
 
 def _chain(head, tail):
@@ -1036,7 +1045,7 @@ def _manifest_documents(options, stdin):
     """Runs named on the command line (manifest.json files, run directories, `-`) and in peepshow's run index."""
     for path in options["paths"]:
         if path == "-":
-            yield from iter_documents(stdin or sys.stdin.buffer)
+            yield from iter_documents(stdin or _stdin())
         else:
             yield _load_manifest(path)
     if options["from_index"]:

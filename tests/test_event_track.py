@@ -533,3 +533,18 @@ def test_backfill_shows_progress_only_on_a_terminal(analytics, shiv_root, spool,
     piped = run_sink("event-track", "\n".join(runs).replace("tty", "pipe"), env)
     assert "so far" not in piped.stderr and piped.stderr.strip() == "event-track: 600 delivered"
     assert len(emulator.events) == 1200
+
+
+def test_a_closed_stdin_reads_as_empty(analytics, shiv_root, spool):
+    _, env = analytics("segment")
+    full_env = dict(env, PATH=os.environ["PATH"], HOME=str(spool.parent), SHIV_ROOT=shiv_root)
+    completed = subprocess.run(
+        [sys.executable, str(DIST / "event-track.pyz")],
+        env=full_env,
+        capture_output=True,
+        preexec_fn=lambda: os.close(0),  # the point of the test: a child without fd 0
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 4
+    assert completed.stderr.decode().startswith("event-track: stdin is empty")
