@@ -201,6 +201,7 @@ def test_each_required_variable(run_sink, analytics, missing):
         ("EVENT_TRACK_PROVIDER", "posthog"),
         ("EVENT_TRACK_USER_ID", "anonymous"),
         ("EVENT_TRACK_USER_ID", "null"),
+        ("EVENT_TRACK_USER_ID", "LMY47D"),
         ("EVENT_TRACK_ENDPOINT", "ftp://example.com/track"),
         ("EVENT_TRACK_ENDPOINT", "http://api.example.com/track"),
         ("EVENT_TRACK_REGION", "mars"),
