@@ -119,6 +119,11 @@ def test_manifest_created_at_is_the_event_time(run_sink, analytics):
     assert emulator.events[0]["timestamp"] == "2026-11-20T09:14:03.123Z"
 
 
+def test_amplitude_refuses_its_own_placeholders(run_sink, analytics):
+    _, env = analytics("amplitude", EVENT_TRACK_USER_ID="LMY47D")
+    assert_clean_failure(run_sink("event-track", fixture_bytes("run-full.json"), env), 2, TOKENS["amplitude"])
+
+
 def test_amplitude_short_user_id_uses_min_id_length(run_sink, analytics):
     emulator, env = analytics("amplitude", EVENT_TRACK_USER_ID="ana")
     result = run_sink("event-track", fixture_bytes("run-full.json"), env)
@@ -201,7 +206,7 @@ def test_each_required_variable(run_sink, analytics, missing):
         ("EVENT_TRACK_PROVIDER", "posthog"),
         ("EVENT_TRACK_USER_ID", "anonymous"),
         ("EVENT_TRACK_USER_ID", "null"),
-        ("EVENT_TRACK_USER_ID", "LMY47D"),
+        ("EVENT_TRACK_USER_ID", "<nil>"),
         ("EVENT_TRACK_ENDPOINT", "ftp://example.com/track"),
         ("EVENT_TRACK_ENDPOINT", "http://api.example.com/track"),
         ("EVENT_TRACK_REGION", "mars"),
