@@ -1,5 +1,6 @@
 """Shared test harness: run a built zipapp the way peepshow does (payload on stdin, config in env)."""
 
+import contextlib
 import importlib.machinery
 import importlib.util
 import json
@@ -38,6 +39,25 @@ def load_script(name):
         loader.exec_module(module)
         _scripts[name] = module
     return _scripts[name]
+
+
+@contextlib.contextmanager
+def standalone_emulator(module, *args, banners=1):
+    """`python -m tests.emulators.<module> --port 0 …` as the demo or a user starts it; yields the URL(s) it prints."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", f"tests.emulators.{module}", "--port", "0", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        urls = [process.stdout.readline().rsplit(" ", 1)[-1].strip() for _ in range(banners)]
+        assert all(url.startswith("http://127.0.0.1:") for url in urls), urls
+        yield urls[0] if banners == 1 else urls
+    finally:
+        process.terminate()
+        process.wait(timeout=5)
+        process.stdout.close()
 
 
 class Result:

@@ -2,17 +2,14 @@
 
 import gzip
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import urllib3
 
+from tests.conftest import standalone_emulator
 from tests.emulators.amplitude import Amplitude
 
 KEY = "amp-api-key"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Clock:
@@ -369,20 +366,7 @@ def test_other_api_keys_are_other_projects(amp, monkeypatch):
 
 
 def test_runs_standalone_with_its_own_keys():
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.emulators.amplitude", "--port", "0", "--api-key", "cli-key-1"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        banner = process.stdout.readline()
-        url = banner.rsplit(" ", 1)[-1].strip()
-        assert url.startswith("http://127.0.0.1:")
+    with standalone_emulator("amplitude", "--api-key", "cli-key-1") as url:
         body = json.dumps({"api_key": "cli-key-1", "events": [event()]}).encode("utf-8")
         response = request(url + "/2/httpapi", body, {"Content-Type": "application/json"})
         assert response.status == 200
-    finally:
-        process.terminate()
-        process.wait(timeout=5)
-        process.stdout.close()

@@ -3,21 +3,18 @@
 import base64
 import gzip
 import json
-import os
-import subprocess
-import sys
 import urllib.parse
 
 import pytest
 import urllib3
 
+from tests.conftest import standalone_emulator
 from tests.emulators.mixpanel import Mixpanel
 
 TOKEN = "mp-token"
 SECRET = "mp-secret"
 NOW = 1_800_000_000  # seconds
 DAY = 24 * 3600
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -322,19 +319,7 @@ def test_reset_forgets_events_and_dedup_keys(http, mp):
 
 
 def test_runs_standalone_with_its_own_tokens(http):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.emulators.mixpanel", "--port", "0", "--token", "cli-token"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        url = process.stdout.readline().rsplit(" ", 1)[-1].strip()
-        assert url.startswith("http://127.0.0.1:")
+    with standalone_emulator("mixpanel", "--token", "cli-token") as url:
         body = urllib.parse.urlencode({"data": json.dumps(event(time=None, token="cli-token")), "verbose": "1"})
         response = http.request("POST", url + "/track", body=body)
         assert json.loads(response.data) == {"status": 1, "error": None}
-    finally:
-        process.terminate()
-        process.wait(timeout=5)
-        process.stdout.close()

@@ -3,17 +3,14 @@
 import base64
 import gzip
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import urllib3
 
+from tests.conftest import standalone_emulator
 from tests.emulators.segment import Segment
 
 KEY = "seg-write-key"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUCCESS = (200, {"success": True})
 
 
@@ -231,19 +228,7 @@ def test_reset_forgets_events_and_message_ids(http, seg):
 
 
 def test_runs_standalone_with_its_own_write_key(http):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.emulators.segment", "--port", "0", "--token", "cli-key"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        url = process.stdout.readline().rsplit(" ", 1)[-1].strip()
-        assert url.startswith("http://127.0.0.1:")
+    with standalone_emulator("segment", "--token", "cli-key") as url:
         body = json.dumps(message(writeKey="cli-key")).encode()
         response = http.request("POST", url + "/v1/track", body=body, headers={"Content-Type": "application/json"})
         assert (response.status, json.loads(response.data)) == SUCCESS
-    finally:
-        process.terminate()
-        process.wait(timeout=5)
-        process.stdout.close()

@@ -2,21 +2,18 @@
 
 import datetime
 import json
-import os
-import subprocess
-import sys
 import threading
 import uuid
 
 import pytest
 import urllib3
 
+from tests.conftest import standalone_emulator
 from tests.emulators.stargate import GRPC_MAX_MESSAGE, PEEPSHOW_SCHEMA, Stargate, StargateAuth
 
 TOKEN = "AstraCS:test-token"
 ROWS = "/v2/keyspaces/peepshow/peepshow_runs"
 SCHEMA = "/v2/schemas/keyspaces/peepshow/tables/peepshow_runs"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UTC = datetime.timezone.utc
 FULL_ROW = {
     "run_id": "run-1",
@@ -503,19 +500,7 @@ def test_expired_mint_forces_a_second_one(auth, v2):
 
 
 def test_runs_standalone_with_its_auth_service():
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.emulators.stargate", "--port", "0", "--auth-port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        auth_url = process.stdout.readline().rsplit(" ", 1)[-1].strip()
-        rest_url = process.stdout.readline().rsplit(" ", 1)[-1].strip()
+    with standalone_emulator("stargate", "--auth-port", "0", banners=2) as (auth_url, rest_url):
         token = answer(request("POST", auth_url + "/v1/auth", {"username": "cassandra", "password": "cassandra"}))
         response = request("POST", rest_url + ROWS, FULL_ROW, token=token["authToken"])
         assert (response.status, answer(response)) == (201, FULL_ROW)
-    finally:
-        process.terminate()
-        process.wait(timeout=5)
-        process.stdout.close()
