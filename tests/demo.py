@@ -50,40 +50,26 @@ def run(zipapp, env, workdir):
 def main():
     mixpanel, amplitude, segment = Mixpanel().start(), Amplitude().start(), Segment().start()
     databricks, stargate = Databricks().start(), Stargate().start()
+    analytics = [  # provider, emulator, API path, token, where the emulator keeps an event's properties
+        ("Mixpanel", mixpanel, "/track", "mp-token", "properties"),
+        ("Amplitude", amplitude, "/2/httpapi", "amp-api-key", "event_properties"),
+        ("Segment", segment, "/v1/track", "seg-write-key", "properties"),
+    ]
     cases = [
         (
-            "event-track → Mixpanel",
+            f"event-track → {provider}",
             "event-track.pyz",
             {
-                "EVENT_TRACK_PROVIDER": "mixpanel",
-                "EVENT_TRACK_TOKEN": "mp-token",
+                "EVENT_TRACK_PROVIDER": provider.lower(),
+                "EVENT_TRACK_TOKEN": token,
                 "EVENT_TRACK_USER_ID": "peepshow-cli",
-                "EVENT_TRACK_ENDPOINT": mixpanel.url + "/track",
+                "EVENT_TRACK_ENDPOINT": emulator.url + path,
             },
-            lambda: [event["properties"] for event in mixpanel.events],
-        ),
-        (
-            "event-track → Amplitude",
-            "event-track.pyz",
-            {
-                "EVENT_TRACK_PROVIDER": "amplitude",
-                "EVENT_TRACK_TOKEN": "amp-api-key",
-                "EVENT_TRACK_USER_ID": "peepshow-cli",
-                "EVENT_TRACK_ENDPOINT": amplitude.url + "/2/httpapi",
-            },
-            lambda: [event["event_properties"] for event in amplitude.events],
-        ),
-        (
-            "event-track → Segment",
-            "event-track.pyz",
-            {
-                "EVENT_TRACK_PROVIDER": "segment",
-                "EVENT_TRACK_TOKEN": "seg-write-key",
-                "EVENT_TRACK_USER_ID": "peepshow-cli",
-                "EVENT_TRACK_ENDPOINT": segment.url + "/v1/track",
-            },
-            lambda: [event["properties"] for event in segment.events],
-        ),
+            lambda emulator=emulator, key=key: [event[key] for event in emulator.events],
+        )
+        for provider, emulator, path, token, key in analytics
+    ]
+    cases += [
         (
             "databricks → Delta table main.default.peepshow_runs",
             "databricks.pyz",
