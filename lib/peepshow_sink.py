@@ -533,6 +533,9 @@ def _attempt(urllib3, pool, req, left, deadline):
             if size > MAX_BODY or time.monotonic() > deadline:
                 raise urllib3.exceptions.ReadTimeoutError(None, req["url"], "response too slow or too large")
         return Response(raw.status, raw.headers, b"".join(chunks))
+    except BaseException:
+        raw.close()  # half-read: the connection must not go back to the pool for the next request
+        raise
     finally:
         raw.release_conn()
 
