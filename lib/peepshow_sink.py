@@ -983,8 +983,8 @@ def _keep(spool, row, name):
     try:
         spool_put(spool["dir"], spool["dest"], row, spool["label"])
     except OSError as error:
-        return f"; the run could not be kept in {spool['dir']} ({error.strerror or error})"
-    return f"; the run was kept in {spool['dir']}: `{name} --flush` or the next successful delivery replays it"
+        return f" (and the run could not be kept in {spool['dir']}: {error.strerror or error})"
+    return f" (the run was kept in {spool['dir']}: `{name} --flush` or the next successful delivery replays it)"
 
 
 def _replay(sink, config, ctx, spool, until=None):
