@@ -314,6 +314,9 @@ def derive(payload, env, now=None):
     created = parse_iso(payload.get("createdAt"))
     frames = payload.get("frames")
     transcript = text(field(payload, "audio", "transcript", "text"))
+    if transcript:
+        transcript = cut_utf8(transcript, TRANSCRIPT_LIMIT)
+    payload = _without_bulk(payload, transcript)
     return {
         "run_id": run_id,
         "title": text(tags.get("title"))
@@ -322,7 +325,7 @@ def derive(payload, env, now=None):
         or run_id,
         "frames": len(frames) if isinstance(frames, list) else 0,
         "duration": number(field(payload, "video", "durationSeconds")),
-        "transcript": cut_utf8(transcript, TRANSCRIPT_LIMIT) if transcript else None,
+        "transcript": transcript,
         "thumbnail_url": thumbnail_url(payload, env),
         "strategy": text(payload.get("strategy")) or text(field(payload, "extraction", "strategy")),
         "tags": json.dumps(tags, ensure_ascii=False, separators=(",", ":")),
@@ -330,6 +333,20 @@ def derive(payload, env, now=None):
         "created_at": iso_millis(created if created is not None else (now if now is not None else time.time())),
         "payload": payload,
     }
+
+
+def _without_bulk(payload, transcript):
+    """The payload as a row keeps it (for the spool and the sinks' own fields): the transcript's text already cut
+    and its segments dropped. No sink reads them, and a backfill holding hundreds of runs would otherwise keep
+    every full transcript twice over."""
+    audio = payload.get("audio")
+    spoken = audio.get("transcript") if isinstance(audio, dict) else None
+    if not isinstance(spoken, dict):
+        return payload
+    spoken = {key: value for key, value in spoken.items() if key != "segments"}
+    if transcript is not None:
+        spoken["text"] = transcript
+    return dict(payload, audio=dict(audio, transcript=spoken))
 
 
 def stable_id(*parts):
@@ -899,6 +916,7 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
 
     if single is not None:
         row = derive(single, env)
+        single = first = None  # the row keeps what delivery needs; let the full document go
         if options.get("dry_run"):
             for req in sink.build_requests([row], config):
                 stdout.write(describe_request(req))
