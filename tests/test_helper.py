@@ -241,3 +241,14 @@ def test_retry_after_as_an_http_date():
     assert 3 <= wait <= 5
     past = email.utils.formatdate(time.time() - 60, usegmt=True)
     assert sink._retry_after(urllib3, sink.Response(503, {"Retry-After": past}, b"")) == 0
+
+
+def test_a_row_keeps_the_cut_transcript_and_no_segments():
+    payload = fixture("run-full.json")
+    payload["audio"]["transcript"]["text"] = "x" * (sink.TRANSCRIPT_LIMIT + 10)
+    row = sink.derive(payload, {})
+    kept = row["payload"]["audio"]["transcript"]
+    assert "segments" not in kept and kept["language"] == "en" and kept["text"] is row["transcript"]
+    assert len(row["transcript"]) == sink.TRANSCRIPT_LIMIT
+    assert "segments" in payload["audio"]["transcript"]  # the caller's document is not modified
+    assert sink.derive(row["payload"], {})["transcript"] == row["transcript"]  # a replay derives the same row
