@@ -95,15 +95,21 @@ def read_timeout(env):
     return seconds
 
 
-def base_url(env, name, hint):
-    """A required http(s) base URL with trailing slashes dropped."""
+def base_url(env, name, hint, keep_query=False):
+    """A required http(s) URL with trailing slashes dropped.
+
+    API paths are appended to a base URL, so its query and fragment go (Azure's portal hands out workspace URLs
+    as https://adb-….net/?o=<id>); a full endpoint URL (`keep_query`) keeps its query.
+    """
     import urllib.parse
 
     url = require(env, name, hint).rstrip("/")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise usage_error(f"{name}={url!r} is not an http(s) URL: {hint}")
-    return url
+    if keep_query:
+        return url
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
 def is_loopback(host):
@@ -268,6 +274,16 @@ def parse_iso(value):
         digits = zone[1:].replace(":", "")
         seconds -= sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
     return seconds
+
+
+def table_duration(seconds):
+    """What tables store for `duration`: the number as a double, 0 when unknown (SPEC §1) or not a finite double
+    (an integer too large for one)."""
+    try:
+        seconds = float(seconds) if seconds is not None else 0.0
+    except OverflowError:
+        return 0.0
+    return seconds if seconds - seconds == 0 else 0.0
 
 
 def cut_utf8(value, limit):
@@ -853,7 +869,7 @@ def parse_args(argv):
         arg = argv[index]
         index += 1
         if arg in flags:
-            options[arg.lstrip("-").replace("-", "_").replace("h", "help", arg == "-h")] = True
+            options["help" if arg == "-h" else arg[2:].replace("-", "_")] = True
         elif arg == "--from-index" or arg.startswith("--from-index="):
             value = arg.partition("=")[2]
             if not value and index < len(argv) and not argv[index].startswith("--"):

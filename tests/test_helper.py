@@ -252,3 +252,16 @@ def test_a_row_keeps_the_cut_transcript_and_no_segments():
     assert len(row["transcript"]) == sink.TRANSCRIPT_LIMIT
     assert "segments" in payload["audio"]["transcript"]  # the caller's document is not modified
     assert sink.derive(row["payload"], {})["transcript"] == row["transcript"]  # a replay derives the same row
+
+
+def test_base_urls_drop_query_and_fragment_endpoints_keep_the_query():
+    env = {"URL": "https://adb-1.azuredatabricks.net/?o=123#x", "ENDPOINT": "https://mock.example/track?x=1/"}
+    assert sink.base_url(env, "URL", "hint") == "https://adb-1.azuredatabricks.net"
+    assert sink.base_url(env, "ENDPOINT", "hint", keep_query=True) == "https://mock.example/track?x=1"
+    with pytest.raises(sink.SinkError):
+        sink.base_url({"URL": "ftp://example.com"}, "URL", "hint")
+
+
+@pytest.mark.parametrize(("value", "stored"), [(None, 0.0), (42, 42.0), (12.5, 12.5), (10**400, 0.0)])
+def test_tables_store_0_for_an_unknown_duration(value, stored):
+    assert sink.table_duration(value) == stored
