@@ -24,21 +24,28 @@ READ_CHUNK = 1024 * 1024
 
 
 class SinkError(Exception):
-    """A one-line, user-facing failure: `code` is the exit code, `transient` means a later replay may succeed."""
+    """A one-line, user-facing failure; `code` is the exit code.
 
-    def __init__(self, code, message, transient=False):
+    Whose fault it is decides what happens to the run. `run` means the service pinned the failure on this run
+    (a bad value, event or row): the run is rejected for good. Anything else is the destination's (wrong URL,
+    credentials, permissions, a missing table) or passing (`transient`: the network, a 5xx): the run is kept in
+    the spool, and a backfill or replay stops at the first one, since every later run would meet it too.
+    """
+
+    def __init__(self, code, message, transient=False, run=False):
         super().__init__(message)
         self.code = code
         self.message = message
         self.transient = transient
+        self.run = run
 
 
 def usage_error(message):
     return SinkError(EXIT_USAGE, message)
 
 
-def remote_error(message, transient=False):
-    return SinkError(EXIT_REMOTE, message, transient=transient)
+def remote_error(message, transient=False, run=False):
+    return SinkError(EXIT_REMOTE, message, transient=transient, run=run)
 
 
 # -- secrets -------------------------------------------------------------------------------------------------------
@@ -499,38 +506,40 @@ MAX_ATTEMPTS = 6
 MAX_BODY = 64 * 1024 * 1024
 
 
-def send(ctx, req, retry_statuses=RETRY_STATUSES, deadline=None, what=None):
+def send(ctx, req, retry_statuses=RETRY_STATUSES, deadline=None, what=None, variable=None):
     """Send `req`, retrying connection failures and `retry_statuses` until it succeeds or time runs out.
 
     Returns the last Response whatever its status (the sink's parse_response judges it). Raises a transient
-    SinkError(5) when no response could be had. Waits honour Retry-After (seconds or HTTP date) but never past
-    the deadline; otherwise exponential backoff with full jitter. urllib3's own Retry is not used for the loop
-    because it cannot stop at an overall deadline; its Retry-After parser is.
+    SinkError(5) when no response could be had, naming `what` (the service), the host and port, and `variable`
+    (the setting that points there). Waits honour Retry-After (seconds or HTTP date) but never past the deadline;
+    otherwise exponential backoff with full jitter. urllib3's own Retry is not used for the loop because it
+    cannot stop at an overall deadline; its Retry-After parser is.
     """
     import random
 
     urllib3 = ctx["http"]["urllib3"]
     deadline = deadline or request_deadline(ctx)
-    what = what or host_of(req["url"])
+    where = f"{what} at {host_port(req['url'])}" if what else host_port(req["url"])
+    fix = f": check {variable}" if variable else ""
     pool = _pool_for(ctx["http"], req["url"])
     attempt = 0
     while True:
         attempt += 1
         left = deadline - time.monotonic()
         if left <= 0.05:
-            raise remote_error(f"no answer from {what} within {ctx['timeout']:g}s (PEEPSHOW_SINK_TIMEOUT)", True)
+            raise remote_error(f"no answer from {where} within {ctx['timeout']:g}s (PEEPSHOW_SINK_TIMEOUT)", True)
         problem = None
         try:
             response = _attempt(urllib3, pool, req, left, deadline)
         except urllib3.exceptions.HTTPError as error:
-            problem, retryable = _network_reason(urllib3, error, what)
+            problem, retryable = _network_reason(urllib3, error, where, fix)
             if not retryable:
                 raise remote_error(problem, transient=True) from None
             response = None
         if response is not None and response.status not in retry_statuses:
             return response
         if response is not None:
-            problem = f"{what} answered HTTP {response.status}"
+            problem = f"{where} answered HTTP {response.status}"
             wait = _retry_after(urllib3, response)
         else:
             wait = None
@@ -583,7 +592,7 @@ def _retry_after(urllib3, response):
         return None
 
 
-def _network_reason(urllib3, error, what):
+def _network_reason(urllib3, error, where, fix):
     """(the one-line reason, whether another attempt in this invocation can help)."""
     import ssl
 
@@ -591,28 +600,47 @@ def _network_reason(urllib3, error, what):
     if isinstance(error, urllib3.exceptions.ProxyError):
         if "407" in str(reason):  # wrong proxy credentials fail the same way on every attempt
             return "the proxy refused its credentials (HTTP 407): fix user:password in HTTPS_PROXY/HTTP_PROXY", False
-        return f"cannot reach {what} through the proxy ({reason}): check HTTPS_PROXY, HTTP_PROXY and NO_PROXY", True
+        return f"cannot reach {where} through the proxy ({reason}): check HTTPS_PROXY, HTTP_PROXY and NO_PROXY", True
     if isinstance(error, urllib3.exceptions.SSLError):
         chain, verify = error, False
         while chain is not None and not verify:
             verify = isinstance(chain, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(chain)
             chain = chain.__cause__ or chain.__context__
         if verify:  # the same certificate will fail the same way until the trust store changes
-            return f"TLS certificate of {what} not trusted: set SSL_CERT_FILE to the CA bundle that signs it", False
-        return f"TLS failed with {what}: {reason}", True
-    if isinstance(error, urllib3.exceptions.NewConnectionError) or "refused" in str(reason).lower():
-        return f"cannot connect to {what} (connection refused or unreachable)", True
+            return f"TLS certificate of {where} not trusted: set SSL_CERT_FILE to the CA bundle that signs it", False
+        return f"TLS failed with {where} ({reason}){fix}", True
+    name_error = getattr(urllib3.exceptions, "NameResolutionError", ())
+    if isinstance(error, name_error) or isinstance(reason, name_error) or "Name or service not known" in str(reason):
+        return f"cannot resolve the host of {where} (DNS lookup failed){fix}", True
+    if isinstance(reason, urllib3.exceptions.ConnectTimeoutError) or isinstance(
+        error, urllib3.exceptions.ConnectTimeoutError
+    ):
+        return f"cannot connect to {where} (no answer to the connection attempt){fix}", True
+    if isinstance(error, urllib3.exceptions.NewConnectionError) or isinstance(
+        reason, urllib3.exceptions.NewConnectionError
+    ):
+        refused = "refused" in str(reason).lower()
+        return f"cannot connect to {where} ({'connection refused' if refused else 'unreachable'}){fix}", True
     if isinstance(error, (urllib3.exceptions.TimeoutError, urllib3.exceptions.ReadTimeoutError)):
-        return f"{what} did not answer in time (PEEPSHOW_SINK_TIMEOUT allows more)", True
+        return f"{where} did not answer in time (PEEPSHOW_SINK_TIMEOUT allows more)", True
     if isinstance(error, urllib3.exceptions.ProtocolError):
-        return f"{what} dropped the connection", True
-    return f"network error talking to {what}: {type(reason).__name__}", True
+        return f"{where} dropped the connection", True
+    return f"network error talking to {where}: {type(reason).__name__}{fix}", True
 
 
-def host_of(url):
+def host_port(url):
+    """`host:port` of a URL, the scheme's default port spelled out (what a refused connection went to)."""
     import urllib.parse
 
-    return urllib.parse.urlsplit(url).netloc or url
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or url
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{host}:{port or (443 if parts.scheme == 'https' else 80)}"
 
 
 def request_deadline(ctx):
@@ -907,7 +935,11 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
     spool = {"dir": spool_dir(env, sink.NAME), "dest": destination_key(material), "label": label}
     if options.get("check"):
         ctx["http"] = http_client(env)
-        return sink.check(config, ctx, stdout)
+        report = CheckReport(stdout)
+        code = sink.check(config, ctx, report)
+        if code != EXIT_OK:
+            _say(stderr, sink.NAME, report.reason())
+        return code
     if options.get("flush"):
         ctx["http"] = http_client(env, getattr(sink, "CONCURRENCY", 1) + 1)
         return _flush(sink, config, ctx, spool, stdout)
@@ -942,6 +974,29 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
         return _deliver_single(sink, config, ctx, spool, row, stderr)
     ctx["http"] = http_client(env, getattr(sink, "CONCURRENCY", 1) + 1)
     return _backfill(sink, config, ctx, spool, documents, options.get("dry_run"), stdout, stderr)
+
+
+class CheckReport:
+    """--check's stdout, passed through line by line; it remembers the FAIL lines, so that a failed check ends,
+    like every other failure, with its one-line reason on stderr."""
+
+    def __init__(self, out):
+        self.out = out
+        self.failures = []
+
+    def write(self, text):
+        for line in text.splitlines():
+            if line.startswith("FAIL"):
+                self.failures.append(line[4:].strip())
+            elif line.startswith("fix:") and self.failures:
+                self.failures[-1] += f"; fix: {line[4:].strip()}"
+        self.out.write(text)
+
+    def reason(self):
+        if not self.failures:
+            return "--check failed: see the report on stdout"
+        more = len(self.failures) - 1
+        return self.failures[0] + (f" (and {more} more problem(s): see the report on stdout)" if more else "")
 
 
 def _stdin():
