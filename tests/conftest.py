@@ -211,3 +211,12 @@ def _stargate():
 
 databricks_server_fixture, databricks_fixture = _emulator_fixture("databricks", _databricks)
 stargate_server_fixture, stargate_fixture = _emulator_fixture("stargate", _stargate)
+
+
+def _dataapi():
+    from tests.emulators.dataapi import DataAPI
+
+    return DataAPI()
+
+
+dataapi_server_fixture, dataapi_fixture = _emulator_fixture("dataapi", _dataapi)

@@ -456,14 +456,15 @@ def test_unknowns_are_absent():
 
 def test_body_fits_stargates_limit():
     hostile = "\x01'" * 600_000  # 1.2 MB of UTF-8 that JSON escaping and quote doubling grow to 6 MB
-    body = cassandra.row_body(row_for(transcript=hostile), limit=1_000_000)
+    body = cassandra.row_body(row_for(transcript=hostile), 1_000_000, cassandra.rest_encode)
     assert len(body) <= 1_000_000
     transcript = stargate_v2_reads(json.loads(body)["transcript"])
     assert hostile.startswith(transcript) and len(transcript) > 100_000
 
 
 def test_nan_never_reaches_the_body():
-    assert json.loads(cassandra.row_body(row_for(duration=float("nan"))))["duration"] == 0.0
+    body = cassandra.row_body(row_for(duration=float("nan")), cassandra.REST_MAX_BODY_BYTES, cassandra.rest_encode)
+    assert json.loads(body)["duration"] == 0.0
 
 
 @pytest.mark.parametrize(
@@ -489,10 +490,15 @@ def test_minting_placeholder_in_dry_run():
     assert req["headers"]["X-Cassandra-Token"] == "<minted at delivery>"
 
 
-def test_destination_identity_has_no_secret_in_the_label():
+def test_destination_identity_names_where_the_rows_land():
     config = dict(CONFIG, token="AstraCS:secret")
     label, material = cassandra.destination(config)
-    assert "AstraCS:secret" not in label and "AstraCS:secret" in material
+    assert material == ("db.example", "ks", "peepshow_runs")
+    assert "AstraCS:secret" not in label and "AstraCS:secret" not in material
+    # 0.1.0 keyed its spool by the URL, the names and the token: those runs still replay.
+    assert cassandra.legacy_destinations(config) == [
+        ("https://db.example/api/rest", "ks", "peepshow_runs", "AstraCS:secret")
+    ]
 
 
 @pytest.mark.parametrize(

@@ -382,7 +382,8 @@ class DataAPI(Emulator):
             self.keyspaces.setdefault(keyspace, {})[name] = _Table(keyspace, name, columns, primary_key, partition_sort)
 
     def command_error(self, code, times=1, command=None):
-        """The next `times` commands (of that name) fail whole with the SERVER/DATABASE error `code` at HTTP 200,
+        """The next `times` commands (of that name; None: every one) fail whole with the SERVER/DATABASE error
+        `code` at HTTP 200,
         writing nothing (in legacy mode with its pre-2026 name and HTTP status)."""
         assert code in SERVER_ERRORS, code
         with self.lock:
@@ -595,9 +596,10 @@ class DataAPI(Emulator):
         with self.lock:
             for spec in self._command_errors:
                 if spec["command"] in (None, command):
-                    spec["times"] -= 1
-                    if spec["times"] <= 0:
-                        self._command_errors.remove(spec)
+                    if spec["times"] is not None:
+                        spec["times"] -= 1
+                        if spec["times"] <= 0:
+                            self._command_errors.remove(spec)
                     return self._server_error(spec["code"])
         return None
 
