@@ -552,3 +552,13 @@ def test_whose_fault_an_error_is(error, run, transient, words):
     outcome = cassandra.data_error(CONFIG, error)
     assert (outcome.run, outcome.transient) == (run, transient)
     assert words in outcome.message and "\n" not in outcome.message
+
+
+def test_a_steady_state_run_imports_only_what_it_needs(run_sink, table, env):
+    from tests.test_zipapp import NEVER, imported
+
+    assert run_sink("cassandra", args=["--version"]).code == 0  # the one-off unpacking is not start-up
+    result = run_sink("cassandra", fixture_bytes("run-full.json"), dict(env, PYTHONPROFILEIMPORTTIME="1"))
+    assert result.code == 0, result
+    assert sorted(set(NEVER) & imported(result)) == []
+    assert len(stored(table)) == 1
