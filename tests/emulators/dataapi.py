@@ -51,10 +51,19 @@ bound check) or the strings "NaN", "Infinity", "-Infinity"; boolean from true/fa
 Instant.parse accepts (Java 21 ISO_INSTANT: case-insensitive, seconds required, 0 to 9 fraction digits, `Z` or
 `+HH:MM[:SS]`; stored in milliseconds) or {"$date": <epoch ms>}. null unsets a column (a tombstone).
 
-Where SPEC §4a and the server differ, this emulator follows the server:
+Where SPEC §4a and the server differ, or SPEC is silent, this emulator follows the server:
   - a wrong method gets 404 (not 405), and neither has a JSON body;
-  - a timestamp may carry 0 to 9 fraction digits and an offset with seconds; the EJSON {"$date": ms} form too;
-  - bigint accepts a JSON decimal without a fraction (5.0), which SPEC does not mention;
+  - insertOne accepts `"options": {}` or null (NoOptionsCommand refuses only a non-empty value);
+  - the token may also come as `token` or the deprecated `X-Cassandra-Token`; it is checked only after the
+    command was read, so a malformed command with a bad token gets its HTTP 200 error, not 401;
+  - a role without permission gets 401 UNAUTHORIZED_ACCESS, not 403;
+  - a timestamp may carry 0 to 9 fraction digits, a lower-case t or z, and an offset with seconds;
+  - bigint accepts a JSON decimal without a fraction (5.0, 1e3); double turns an overflowing number into
+    Infinity (the codec has no bound check);
+  - tables have no per-document size or string-length limit (DocumentShredder's 4 MB and 8,000 bytes are for
+    collections): only the 20 MB body, and numbers of at most 100 characters;
+  - identical row errors are listed once in `errors` (CommandError.nonIdentityMatcher), so rows may share an
+    errorsIdx;
   - server errors have no HTTP status override any more (all HTTP 200); before 2026 (`legacy`) the driver
     timeout was 504 and "no node available" 502 with the JSON body (ThrowableToErrorMapper of v1.0.30);
   - UNKNOWN_KEYSPACE exists twice: scope SCHEMA (the keyspace is not in the metadata; what a sink meets) and
