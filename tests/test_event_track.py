@@ -759,3 +759,11 @@ def test_daily_quota_is_read_from_the_429_body():
     other = _response(body={"code": 429, "exceeded_daily_quota_users": {"someone-else": 600000}})
     assert event_track.daily_quota_error(config, other) is None
     assert event_track.daily_quota_error(dict(config, provider="mixpanel"), users) is None
+
+
+def test_amplitude_silenced_events_are_the_runs_own_failure():
+    config = {"provider": "amplitude", "user_id": "peepshow-cli"}
+    body = {"code": 400, "error": "Events silenced for device_id", "silenced_devices": ["d1"], "silenced_events": [1]}
+    failures = event_track.parse_response(config, {"rows": [0, 1], "url": "/batch"}, _response(400, body))
+    assert list(failures) == [1]
+    assert failures[1].run and "silenced" in failures[1].message

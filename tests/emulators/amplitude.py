@@ -29,6 +29,12 @@ What a test uses:
   .clock           seconds since the epoch; replace it to move time (the 7-day window, server_upload_time, the
                    rate window and the daily quota)
 
+Where SPEC §2 and the docs differ (the docs win here): SPEC says the per-user rates are "an average over a recent
+window"; [batch-docs] names the window for /batch, 30 seconds, and tells callers not to measure the rate themselves
+but to wait "a short period (for example, 15 seconds)" after a 429. /batch also caps a request at 2000 events, which
+SPEC leaves out (it names only the 20 MB). The daily quota (500,000 events per id per rolling 24 hours) is not in
+SPEC at all beyond the two body fields.
+
 Run alone: python -m tests.emulators.amplitude --port N [--api-key K ...]
 """
 

@@ -35,6 +35,10 @@ Behaviour copied from the real service, with where each fact comes from:
   (github.com/agileseason/agileseason-v1 issue 530). An unknown token is accepted with status 1 and the event
   goes nowhere (mixpanel-node issue 59: the token is matched to a project outside the request cycle).
 
+SPEC §2 names no Mixpanel rate limit and says to honour Retry-After; Mixpanel documents the per-project limit above,
+sends no Retry-After, and advises backing off (2 s doubling to 60 s, plus 1-5 s of jitter) rather than pacing
+requests with a fixed delay.
+
 Not verified, chosen to be strict and explicit (each is marked where it happens): the other /track error texts,
 whether /track refuses a malformed $insert_id, the /import error and message texts other than the ones quoted
 above, what /import does without strict=1, and whether the dedup key compares time to the second or finer.

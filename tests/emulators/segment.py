@@ -34,6 +34,10 @@ The real collector checks almost nothing while the request is open, and this one
 - `/v1/t` is the short path analytics.js's Segment.io integration posts track calls to, with Content-Type
   text/plain (its source: `this.enqueue('/t', …)`, apiHost `api.segment.io/v1`), so text/plain is accepted too.
 
+SPEC §2 names no Segment rate limit. Segment's own two pages differ: the HTTP API page says 1,000 requests per
+second, the Product Limits page 1,000 events per second; both say the excess is queued, and only the HTTP API page
+mentions 429s (with Retry-After). Both are modelled, as above.
+
 Not verified, and marked where they happen: the 400 body's code strings, the answer to a Content-Type other than
 JSON or text/plain (400 here), whether a messageId of 100 characters or more is dropped (it is here), whether
 a message without userId/anonymousId gets a 400 on the single-call path (the docs say "responds with a
