@@ -632,8 +632,12 @@ def test_amplitude_daily_quota_stops_the_users_events_and_keeps_them(run_sink, a
     # and nothing more was sent.
     assert [request.status for request in emulator.requests] == [200, 200, 429]
     assert len(emulator.events) == 1000
-    assert "daily quota for user_id 'peepshow-cli' is used up (1,000 events in the last 24 hours" in result.stderr
-    assert "frees up hour by hour" in result.stderr
+    assert result.stderr.splitlines() == [
+        "event-track: 1000 delivered, 200 kept",
+        "event-track: stopped: Amplitude's daily quota for user_id 'peepshow-cli' is used up (1,000 events in the "
+        "last 24 hours; the limit is 500,000 in a rolling 24 hours, and frees up hour by hour) "
+        f"(200 run(s) kept in {spool / 'event-track'}: `event-track --flush` delivers them)",
+    ]
     assert len(list((spool / "event-track").glob("*.json"))) == 200
 
     now = time.time()
