@@ -982,7 +982,10 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
         return EXIT_OK
     timeout = read_timeout(env)
     config = sink.read_config(env)
-    ctx = {"name": sink.NAME, "env": env, "timeout": timeout, "deadline": None, "verbose": options.get("verbose")}
+    # deadline: the run's, when one run is delivered as it happens (else each request gets its own); live: the rows
+    # being delivered are that run (not a backfill or a replay of the spool).
+    ctx = {"name": sink.NAME, "env": env, "timeout": timeout, "deadline": None, "live": False}
+    ctx["verbose"] = options.get("verbose")
     ctx["stderr"] = stderr
     if options.get("print_schema"):
         if not hasattr(sink, "print_schema"):
@@ -1106,7 +1109,9 @@ def _deliver_single(sink, config, ctx, spool, row, stderr):
     state = {}
 
     def work():
+        ctx["live"] = True
         state["live"] = _deliver_rows(sink, config, ctx, [row])[0]
+        ctx["live"] = False  # what follows is a replay of older runs, however few
         if state["live"] is None and spool["dir"] and spool_count(spool["dir"], spool["keys"]):
             _replay(sink, config, ctx, spool, None, until=ctx["deadline"] - 1.0)
 
