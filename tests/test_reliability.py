@@ -39,6 +39,16 @@ def _stargate_env(emulator):
     return {"CASSANDRA_URL": emulator.url, "CASSANDRA_KEYSPACE": "peepshow", "CASSANDRA_TOKEN": "AstraCS:test-token"}
 
 
+# The variable a credential failure must name, per destination.
+CREDENTIAL_VARIABLE = {
+    "mixpanel": "EVENT_TRACK_TOKEN",
+    "amplitude": "EVENT_TRACK_TOKEN",
+    "segment": "EVENT_TRACK_TOKEN",
+    "databricks": "DATABRICKS_TOKEN",
+    "stargate": "CASSANDRA_TOKEN",
+}
+
+
 def _databricks_rows(emulator):
     table = emulator.tables.get("main.default.peepshow_runs")
     return len(table["rows"]) if table else 0
@@ -224,23 +234,29 @@ def _retarget(destination, old, new):
     return {key: value.replace(old, new) for key, value in make_env(destination.emulator).items() if old in value}
 
 
-# -- permanent failures: never retried, never kept ----------------------------------------------------------------
+# -- the destination's failures: never retried, the run kept for when it is fixed (issue 15) ----------------------
 
 
-def test_auth_failure_is_final(destination):
+def test_auth_failure_is_not_retried_and_keeps_the_run(destination):
     destination.emulator.fault("status", **destination.auth)
     result = destination.run()
     assert_clean_failure(result, 5, destination.secret)
     assert len(destination.emulator.requests) == 1
-    assert destination.spooled() == []
+    assert CREDENTIAL_VARIABLE[destination.name] in result.stderr, result
+    assert "once that is fixed" in result.stderr, result
+    assert len(destination.spooled()) == 1
+    # The credential is valid again (re-enabled, granted): the kept run is delivered once.
+    flushed = destination.run(stdin=b"", args=["--flush"])
+    assert flushed.code == 0, flushed
+    assert destination.stored() == 1 and destination.spooled() == []
 
 
-def test_bad_request_is_final(destination):
+def test_bad_request_naming_no_run_keeps_the_run(destination):
     destination.emulator.fault("status", **destination.bad)
     result = destination.run()
     assert_clean_failure(result, 5, destination.secret)
     assert len(destination.emulator.requests) == 1
-    assert destination.spooled() == []
+    assert len(destination.spooled()) == 1
 
 
 def test_spool_off_keeps_nothing(destination):
@@ -265,13 +281,15 @@ def test_next_successful_delivery_replays_the_spool(destination):
 # -- service-specific shapes ------------------------------------------------------------------------------------
 
 
-def test_mixpanel_status_0_is_final(run_sink, analytics, spool):
+def test_mixpanel_status_0_keeps_the_run(run_sink, analytics, spool):
+    # /track's {"status": 0} names no event: it is the request's (token, data), not the run's.
     emulator, env = analytics("mixpanel")
     emulator.fault("status", status=200, body={"status": 0, "error": "token, missing or empty"})
     result = run_sink("event-track", fixture_bytes("run-full.json"), env)
     assert_clean_failure(result, 5, "mp-token")
+    assert "token, missing or empty" in result.stderr
     assert len(emulator.requests) == 1
-    assert not (spool / "event-track").exists() or not list((spool / "event-track").glob("*.json"))
+    assert len(list((spool / "event-track").glob("*.json"))) == 1
 
 
 # -- two sinks, one spool ---------------------------------------------------------------------------------------
