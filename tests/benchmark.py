@@ -1,9 +1,10 @@
 """Benchmark of the built zipapps against the local emulators (`./build.sh bench`). Run by hand, never by pytest.
 
 Prints, with every ratio taken against a baseline measured in the same run:
-  (a) each warm zipapp's single-run wall time against `python -c 'import urllib3'` (target <= 1.15x)
+  (a) each warm zipapp's single-run wall time against `python -c 'import urllib3'` (target <= 1.15x), and the
+      HTTP requests a steady-state single run costs over the Data API (target: 1)
   (b) a 10,000-run backfill in one process against the one-process-per-run loop, timed on a sample
-      (targets: >= 100x event-track and databricks, >= 50x cassandra)
+      (targets: >= 100x event-track and databricks, >= 50x cassandra over Stargate REST, >= 500x over the Data API)
   (c) peak RSS of one run carrying a 5 MiB transcript (target <= 40 MB), and of 10,000- and 100,000-run streams
       (target: flat)
   (d) a 10,000-run backfill of one user per analytics provider against emulators that enforce the documented rate
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.emulators.amplitude import Amplitude  # noqa: E402
+from tests.emulators.dataapi import DataAPI  # noqa: E402
 from tests.emulators.databricks import Databricks  # noqa: E402
 from tests.emulators.mixpanel import Mixpanel  # noqa: E402
 from tests.emulators.segment import Segment  # noqa: E402
@@ -87,7 +89,12 @@ def main():
     parser.add_argument("--parts", default="abcd")
     options = parser.parse_args()
 
-    segment, databricks, stargate = Segment().start(), Databricks().start(), Stargate().start()
+    segment, databricks, stargate, dataapi = (
+        Segment().start(),
+        Databricks().start(),
+        Stargate().start(),
+        DataAPI().start(),
+    )
     work = Path(tempfile.mkdtemp(prefix="peepshow-bench-"))
     base_env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -112,13 +119,18 @@ def main():
             "CASSANDRA_KEYSPACE": "peepshow",
             "CASSANDRA_TOKEN": "AstraCS:test-token",
         },
+        "cassandra-data": {  # the Data API, as on Astra: the first run creates the table, then one request a run
+            "CASSANDRA_URL": dataapi.url + "/api/json/v1",
+            "CASSANDRA_KEYSPACE": "peepshow",
+            "CASSANDRA_TOKEN": "AstraCS:test-token",
+        },
     }
 
     def env_for(name, spool):
         return dict(base_env, PEEPSHOW_SINK_SPOOL_DIR=str(work / spool), **sinks[name])
 
     def command(name):
-        return [PYTHON, str(ROOT / "dist" / f"{name}.pyz")]
+        return [PYTHON, str(ROOT / "dist" / f"{name.split('-data')[0]}.pyz")]
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}")
     print(f"python: {platform.python_version()} ({PYTHON}); emulators on 127.0.0.1 in this process\n")
@@ -128,14 +140,17 @@ def main():
         timed(command(name), env_for(name, "warmup"), single)
 
     if "a" in options.parts:
+        before = len(dataapi.requests)
         single_runs(options, work, base_env, sinks, env_for, command)
+        per_run = (len(dataapi.requests) - before) / options.runs
+        print(f"    cassandra-data: {per_run:.2f} HTTP request(s) per steady-state single run  (target 1)")
     if "b" in options.parts:
         backfills(options, work, sinks, env_for, command)
     if "c" in options.parts:
         peak_memory(options, work, sinks, env_for, command)
     if "d" in options.parts:
         rate_limits(options, work, base_env, command)
-    for emulator in (segment, databricks, stargate):
+    for emulator in (segment, databricks, stargate, dataapi):
         emulator.stop()
     return 0
 
@@ -175,11 +190,11 @@ def backfills(options, work, sinks, env_for, command):
         per_run = statistics.mean(loop)
         batch_file = write(work / f"backfill-{name}.ndjson", manifests(options.backfill, offset=3 * 10**6))
         batch = timed(command(name), env_for(name, f"backfill-{name}"), batch_file)
-        target = 50 if name == "cassandra" else 100
+        target = {"cassandra": 50, "cassandra-data": 500}.get(name, 100)
         speedup = per_run * options.backfill / batch
         loop_total = per_run * options.backfill
         print(
-            f"    {name:<12} loop {per_run * 1000:6.1f} ms/run (x{options.backfill} = {loop_total:7.1f} s)"
+            f"    {name:<14} loop {per_run * 1000:6.1f} ms/run (x{options.backfill} = {loop_total:7.1f} s)"
             f"   backfill {batch:6.2f} s   {speedup:6.0f}x  (target >= {target}x)"
         )
 
@@ -190,7 +205,7 @@ def peak_memory(options, work, sinks, env_for, command):
     big = write(work / "big.json", manifests(1, offset=4 * 10**6, transcript=transcript))
     for name in sinks:
         rss = peak_rss_mb(command(name), env_for(name, f"big-{name}"), big)
-        print(f"    {name:<12} one run with a 5 MiB transcript   {rss:5.1f} MB  (target <= 40 MB)")
+        print(f"    {name:<14} one run with a 5 MiB transcript   {rss:5.1f} MB  (target <= 40 MB)")
     small = write(work / "stream-small.ndjson", manifests(options.stream // 10, offset=5 * 10**6))
     large = write(work / "stream-large.ndjson", manifests(options.stream, offset=6 * 10**6))
     small_rss = peak_rss_mb(command("event-track"), env_for("event-track", "stream-small"), small)

@@ -250,6 +250,24 @@ def _stargate_env(emulator):
     return {"CASSANDRA_URL": emulator.url, "CASSANDRA_KEYSPACE": "peepshow", "CASSANDRA_TOKEN": "AstraCS:test-token"}
 
 
+def _dataapi_env(emulator):
+    """Astra's Data API (its emulator starts with the keyspace and no table: the first delivery creates it)."""
+    return {
+        "CASSANDRA_URL": emulator.url + "/api/json/v1",
+        "CASSANDRA_KEYSPACE": "peepshow",
+        "CASSANDRA_TOKEN": "AstraCS:test-token",
+    }
+
+
+def _dataapi_rows(emulator):
+    return len(emulator.rows("peepshow", "peepshow_runs")) if emulator.table("peepshow", "peepshow_runs") else 0
+
+
+def _dataapi_error(code, scope, message):
+    return {"id": "0d8e7f6a-1b2c-4d3e-8f9a-0b1c2d3e4f5a", "family": "REQUEST", "scope": scope, "errorCode": code,
+            "title": code.replace("_", " ").capitalize(), "message": message}  # fmt: skip
+
+
 # The variable a credential failure must name, per destination.
 CREDENTIAL_VARIABLE = {
     "mixpanel": "EVENT_TRACK_TOKEN",
@@ -257,6 +275,7 @@ CREDENTIAL_VARIABLE = {
     "segment": "EVENT_TRACK_TOKEN",
     "databricks": "DATABRICKS_TOKEN",
     "stargate": "CASSANDRA_TOKEN",
+    "dataapi": "CASSANDRA_TOKEN",
 }
 
 
@@ -312,6 +331,21 @@ DESTINATIONS = {
         {"status": 401, "body": {"description": "Missing token", "code": 401}},
         {"status": 400, "body": {"description": "Bad request: unknown field", "code": 400}},
     ),
+    "dataapi": (
+        "cassandra",
+        "dataapi",
+        _dataapi_env,
+        _dataapi_rows,
+        "AstraCS:test-token",
+        {
+            "status": 401,
+            "body": {"errors": [_dataapi_error("UNAUTHENTICATED_REQUEST", "SECURITY", "Authentication failed.")]},
+        },
+        {
+            "status": 200,
+            "body": {"errors": [_dataapi_error("COMMAND_FIELD_UNKNOWN", "", "Command field 'x' not recognized.")]},
+        },
+    ),
 }
 
 
@@ -344,3 +378,12 @@ def destination(request, run_sink, spool):
         request for request in emulator.requests if request.method == "POST" and "/cancel" not in request.path
     ]
     return destination
+
+
+def _dataapi():
+    from tests.emulators.dataapi import DataAPI
+
+    return DataAPI()
+
+
+dataapi_server_fixture, dataapi_fixture = _emulator_fixture("dataapi", _dataapi)

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.emulators.amplitude import Amplitude  # noqa: E402
+from tests.emulators.dataapi import DataAPI  # noqa: E402
 from tests.emulators.databricks import Databricks  # noqa: E402
 from tests.emulators.mixpanel import Mixpanel  # noqa: E402
 from tests.emulators.segment import Segment  # noqa: E402
@@ -49,7 +50,7 @@ def run(zipapp, env, workdir):
 
 def main():
     mixpanel, amplitude, segment = Mixpanel().start(), Amplitude().start(), Segment().start()
-    databricks, stargate = Databricks().start(), Stargate().start()
+    databricks, stargate, dataapi = Databricks().start(), Stargate().start(), DataAPI().start()
     analytics = [  # provider, emulator, API path, token, where the emulator keeps an event's properties
         ("Mixpanel", mixpanel, "/track", "mp-token", "properties"),
         ("Amplitude", amplitude, "/2/httpapi", "amp-api-key", "event_properties"),
@@ -90,6 +91,17 @@ def main():
             },
             lambda: stargate.rows("peepshow", "peepshow_runs"),
         ),
+        (
+            # Astra's Data API, as its emulator serves it: the sink creates the table, then inserts the row.
+            "cassandra → Data API (Astra) peepshow.peepshow_runs",
+            "cassandra.pyz",
+            {
+                "CASSANDRA_URL": dataapi.url + "/api/json/v1",
+                "CASSANDRA_KEYSPACE": "peepshow",
+                "CASSANDRA_TOKEN": "AstraCS:test-token",
+            },
+            lambda: dataapi.rows("peepshow", "peepshow_runs") if dataapi.table("peepshow", "peepshow_runs") else [],
+        ),
     ]
     print(f"Sample run: {SAMPLE.relative_to(ROOT)}\n")
     failures = 0
@@ -105,7 +117,7 @@ def main():
                     print(f"    {key:<20} {'***' if key == 'token' else show(value)}")
             print()
             failures += code != 0 or len(records) != 1
-    for emulator in (mixpanel, amplitude, segment, databricks, stargate):
+    for emulator in (mixpanel, amplitude, segment, databricks, stargate, dataapi):
         emulator.stop()
     print("all sinks delivered the sample run" if not failures else f"{failures} sink(s) failed")
     return 1 if failures else 0

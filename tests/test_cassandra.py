@@ -470,14 +470,15 @@ def test_unknowns_are_absent():
 
 def test_body_fits_stargates_limit():
     hostile = "\x01'" * 600_000  # 1.2 MB of UTF-8 that JSON escaping and quote doubling grow to 6 MB
-    body = cassandra.row_body(row_for(transcript=hostile), limit=1_000_000)
+    body = cassandra.row_body(row_for(transcript=hostile), 1_000_000, cassandra.rest_encode)
     assert len(body) <= 1_000_000
     transcript = stargate_v2_reads(json.loads(body)["transcript"])
     assert hostile.startswith(transcript) and len(transcript) > 100_000
 
 
 def test_nan_never_reaches_the_body():
-    assert json.loads(cassandra.row_body(row_for(duration=float("nan"))))["duration"] == 0.0
+    body = cassandra.row_body(row_for(duration=float("nan")), cassandra.REST_MAX_BODY_BYTES, cassandra.rest_encode)
+    assert json.loads(body)["duration"] == 0.0
 
 
 @pytest.mark.parametrize(
@@ -540,7 +541,7 @@ def test_any_201_is_success(body):
         (400, "Keyspace ks does not exist", True, "CREATE KEYSPACE ks"),
         (400, "Invalid path for row to create, problem: bad", False, "problem: bad"),
         (401, "Invalid token", False, "set CASSANDRA_TOKEN"),
-        (404, "HTTP 404 Not Found", False, "/api/rest"),
+        (404, "HTTP 404 Not Found", False, "CASSANDRA_URL Stargate's REST API base"),
         (500, "boom", True, "HTTP 500"),
         (200, "", False, "instead of 201"),
     ],

@@ -1,4 +1,4 @@
-"""A destination that refuses everything never costs a spooled run (issue 15), for each of the five destinations.
+"""A destination that refuses everything never costs a spooled run (issue 15), for each destination.
 
 404 (a mistyped URL), 401 and 403 (a revoked or rotated credential) during `--flush` and during a backfill: the
 replay stops at the first failure, names the variable to fix, rejects nothing, and once the destination is fixed
@@ -26,6 +26,7 @@ NOT_FOUND = {
     "segment": ({"code": "not_found", "message": "Not Found"}, "EVENT_TRACK_ENDPOINT"),
     "databricks": ({"error_code": "ENDPOINT_NOT_FOUND", "message": "No API found for 'POST /sql/statements'"}, None),
     "stargate": (b"", "CASSANDRA_URL"),
+    "dataapi": (b"", "CASSANDRA_URL"),  # the Data API's unknown paths are a bare 404
 }
 DENIED = {
     "mixpanel": ({"code": 401, "error": "Invalid credentials", "status": "Unauthorized"}, "EVENT_TRACK_TOKEN"),
@@ -33,6 +34,7 @@ DENIED = {
     "segment": ({"code": "unauthorized", "message": "Unauthorized"}, "EVENT_TRACK_TOKEN"),
     "databricks": ({"error_code": 403, "message": "Invalid access token."}, "DATABRICKS_TOKEN"),
     "stargate": ({"description": "Role unauthorized for operation: Not allowed", "code": 401}, "CASSANDRA_TOKEN"),
+    "dataapi": (DESTINATIONS["dataapi"][5]["body"], "CASSANDRA_TOKEN"),
 }
 
 
@@ -154,6 +156,12 @@ def reject_one(destination, documents):
         columns = [(name, "INT" if name == "duration" else kind) for name, kind in SCRIPTS["databricks"].COLUMNS]
         emulator.create_table("main.default.peepshow_runs", columns)
         victim["video"] = dict(victim["video"], durationSeconds=1e12)
+    elif destination.name == "dataapi":
+        # A table made by hand with an ascii title: the Data API refuses this run's title alone (scope DOCUMENT),
+        # and writes the other rows of the same insertMany.
+        columns = dict(SCRIPTS["cassandra"].COLUMNS, title="ascii")
+        emulator.add_table("peepshow", "peepshow_runs", columns)
+        victim["input"] = dict(victim.get("input") or {}, filename="café.mov")
     else:
         problem = (
             "Invalid path for row to create, problem: Failed to deserialize field 'peepshow_runs.frames', "
@@ -164,7 +172,7 @@ def reject_one(destination, documents):
 
 
 # Segment has no such failure: its batch API answers 200 for a batch whatever its events hold.
-@pytest.mark.parametrize("destination", ["mixpanel", "amplitude", "databricks", "stargate"], indirect=True)
+@pytest.mark.parametrize("destination", ["mixpanel", "amplitude", "databricks", "stargate", "dataapi"], indirect=True)
 def test_a_run_refused_in_the_middle_of_a_flush_is_the_only_one_rejected(destination, spool):
     documents = runs("reject")
     victim = reject_one(destination, documents)
