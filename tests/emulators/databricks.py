@@ -898,6 +898,8 @@ class Databricks(Emulator):
         if request.path in (OIDC_DISCOVERY_PATH, self.token_path):  # OAuth: no bearer token, its own error shape
             return self._oidc_metadata(request) if request.path == OIDC_DISCOVERY_PATH else self._oidc_token(request)
         try:
+            if request.path.startswith("/oidc/"):  # the OAuth server's own paths take no bearer token
+                raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{request.method} {request.path}'")
             self._authenticate(request)
             for method, pattern, handler in self.ROUTES:
                 match = pattern.fullmatch(request.path)
