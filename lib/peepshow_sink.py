@@ -315,21 +315,24 @@ def thumbnail_url(payload, env):
     return base.rstrip("/") + "/" + urllib.parse.quote(basename(path).encode("utf-8"), safe="-._~")
 
 
-def derive(payload, env, now=None):
-    """The values every sink writes (SPEC §1), computed once per run. Raises SinkError(4) for an unusable run.
+def derive(payload, env, now=None, source="stdin"):
+    """The values every sink writes (SPEC §1), computed once per run. Raises SinkError(4) for an unusable run,
+    naming `source` (where the document came from).
 
     `created_at` comes from the payload's `createdAt` (manifests, and runs replayed from the spool, carry it),
     else from `now`: the sink stores it with a spooled run so a replay is recognised as the same delivery.
     """
     if not isinstance(payload, dict):
-        kind = "an array" if isinstance(payload, list) else type(payload).__name__.replace("NoneType", "null")
-        raise SinkError(EXIT_PAYLOAD, f"stdin holds {kind}, not a JSON object: pipe peepshow's --emit json output")
+        kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+        kind = kinds.get(type(payload), "a number")
+        raise SinkError(EXIT_PAYLOAD, f"{source} holds {kind}, not a JSON object: pipe peepshow's --emit json output")
     output_dir = text(payload.get("outputDir"))
     run_id = basename(output_dir) if output_dir else None
     run_id = run_id or text(payload.get("runId"))
     if not run_id:
         raise SinkError(
-            EXIT_PAYLOAD, "the run has no outputDir (nor a manifest runId) to name it: is this peepshow output?"
+            EXIT_PAYLOAD,
+            f"{source}: the run has no outputDir (nor a manifest runId) to name it: is this peepshow output?",
         )
     tags = field(payload, "video", "tags")
     tags = {str(k): v for k, v in tags.items()} if isinstance(tags, dict) else {}
@@ -609,18 +612,17 @@ def _network_reason(urllib3, error, where, fix):
         if verify:  # the same certificate will fail the same way until the trust store changes
             return f"TLS certificate of {where} not trusted: set SSL_CERT_FILE to the CA bundle that signs it", False
         return f"TLS failed with {where} ({reason}){fix}", True
-    name_error = getattr(urllib3.exceptions, "NameResolutionError", ())
+    name_error = getattr(urllib3.exceptions, "NameResolutionError", ())  # urllib3 2; 1.26 words it in the reason
     if isinstance(error, name_error) or isinstance(reason, name_error) or "Name or service not known" in str(reason):
         return f"cannot resolve the host of {where} (DNS lookup failed){fix}", True
-    if isinstance(reason, urllib3.exceptions.ConnectTimeoutError) or isinstance(
-        error, urllib3.exceptions.ConnectTimeoutError
-    ):
-        return f"cannot connect to {where} (no answer to the connection attempt){fix}", True
-    if isinstance(error, urllib3.exceptions.NewConnectionError) or isinstance(
-        reason, urllib3.exceptions.NewConnectionError
-    ):
+    # urllib3 makes NewConnectionError a kind of ConnectTimeoutError: ask for the narrower one first.
+    new_connection = urllib3.exceptions.NewConnectionError
+    if isinstance(error, new_connection) or isinstance(reason, new_connection):
         refused = "refused" in str(reason).lower()
         return f"cannot connect to {where} ({'connection refused' if refused else 'unreachable'}){fix}", True
+    connect_timeout = urllib3.exceptions.ConnectTimeoutError
+    if isinstance(error, connect_timeout) or isinstance(reason, connect_timeout):
+        return f"cannot connect to {where} (no answer to the connection attempt){fix}", True
     if isinstance(error, (urllib3.exceptions.TimeoutError, urllib3.exceptions.ReadTimeoutError)):
         return f"{where} did not answer in time (PEEPSHOW_SINK_TIMEOUT allows more)", True
     if isinstance(error, urllib3.exceptions.ProtocolError):
@@ -699,8 +701,22 @@ def run_key(row):
 
 
 def _private_dir(path):
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
+    """Create `path` and each missing parent 0700 whatever the umask (the spool holds whole runs: transcripts,
+    file names); a directory that already existed keeps its mode, except the sink's own, `path` itself."""
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue  # another sink made it meanwhile
+        os.chmod(directory, 0o700)
+    os.chmod(missing[0] if missing else path, 0o700)
 
 
 def write_private(path, data):
@@ -721,37 +737,45 @@ def write_private(path, data):
         raise
 
 
-def spool_put(directory, dest, row, label):
+# A spool holds `<key>-<run>.json` files; `keys` name one destination: the key of today's identity first, then the
+# keys older versions gave the same destination (their runs replay too). `.rejected` files are runs the service
+# refused; `.claimed-<pid>` ones are being replayed by that process.
+
+
+def spool_put(directory, key, row, label):
     """Keep an undelivered run; the stored payload carries created_at so a replay reuses every derived id."""
     payload = dict(row["payload"])
     payload["createdAt"] = row["created_at"]
     entry = {"destination": label, "run": payload}
-    path = os.path.join(directory, f"{dest}-{run_key(row)}.json")
+    path = os.path.join(directory, f"{key}-{run_key(row)}.json")
     write_private(path, json.dumps(entry, ensure_ascii=False).encode("utf-8"))
     return path
 
 
-def spool_claim(directory, dest, limit=None):
+def _spool_names(directory, keys=None, suffix=".json"):
+    """This destination's spool files ending in `suffix` (every destination's when `keys` is None)."""
+    prefixes = tuple(key + "-" for key in keys) if keys else ""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(name for name in names if name.startswith(prefixes) and name.endswith(suffix) and name[0] != ".")
+
+
+def spool_claim(directory, keys, limit=None):
     """Claim this destination's spooled runs by renaming them; a rename succeeds for one process only.
 
     Returns [(claimed_path, payload)]. Claims left by a process that died are taken back first.
     """
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError:
-        return []
-    claimed = []
-    for name in names:
-        if not name.startswith(dest + "-"):
-            continue
-        path = os.path.join(directory, name)
+    for name in _spool_names(directory, keys, suffix=""):
         if ".claimed-" in name:
             owner = name.rsplit(".claimed-", 1)[1]
             if owner.isdigit() and not _alive(int(owner)):
+                path = os.path.join(directory, name)
                 _rename_quietly(path, path.rsplit(".claimed-", 1)[0])
-            continue
-        if not name.endswith(".json"):
-            continue
+    claimed = []
+    for name in _spool_names(directory, keys):
+        path = os.path.join(directory, name)
         target = f"{path}.claimed-{os.getpid()}"
         if not _rename_quietly(path, target):
             continue
@@ -765,21 +789,29 @@ def spool_claim(directory, dest, limit=None):
     return claimed
 
 
-def spool_release(claimed_path, delivered):
-    if delivered:
+def spool_release(claimed_path, outcome):
+    """Settle a claimed run: "delivered" removes it, "rejected" sets it aside, "kept" puts it back in the queue."""
+    original = claimed_path.rsplit(".claimed-", 1)[0]
+    if outcome == "delivered":
         os.unlink(claimed_path)
+    elif outcome == "rejected":
+        _rename_quietly(claimed_path, original[: -len(".json")] + ".rejected")
     else:
-        _rename_quietly(claimed_path, claimed_path.rsplit(".claimed-", 1)[0])
+        _rename_quietly(claimed_path, original)
 
 
-def spool_count(directory, dest=None):
-    """Spooled runs waiting for `dest` (every destination when None)."""
-    prefix = dest + "-" if dest else ""
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return 0
-    return sum(1 for name in names if name.startswith(prefix) and name.endswith(".json") and name[0] != ".")
+def spool_count(directory, keys=None, suffix=".json"):
+    """Runs waiting for this destination (every destination when `keys` is None); `.rejected` ones with `suffix`."""
+    return len(_spool_names(directory, keys, suffix))
+
+
+def spool_requeue_rejected(directory, keys):
+    """Put this destination's rejected runs back in the queue (the user fixed the cause); returns how many."""
+    names = _spool_names(directory, keys, ".rejected")
+    for name in names:
+        path = os.path.join(directory, name)
+        _rename_quietly(path, path[: -len(".rejected")] + ".json")
+    return len(names)
 
 
 def _rename_quietly(source, target):
@@ -800,23 +832,28 @@ def _alive(pid):
     return True
 
 
-def delivered_runs(directory, dest):
+def delivered_runs(directory, keys):
     """Run ids already delivered to this destination (backfills skip them: a live run carried no createdAt)."""
-    try:
-        with open(os.path.join(directory, f"delivered-{dest}.txt"), encoding="utf-8") as handle:
-            return {line.rstrip("\n") for line in handle}
-    except OSError:
-        return set()
+    done = set()
+    for key in keys:
+        try:
+            with open(os.path.join(directory, f"delivered-{key}.txt"), encoding="utf-8") as handle:
+                for line in handle:
+                    try:
+                        done.add(json.loads('"' + line.rstrip("\n") + '"'))  # a line is the inside of a JSON string
+                    except ValueError:
+                        continue
+        except OSError:
+            continue
+    return done
 
 
-def record_delivered(directory, dest, run_ids):
+def record_delivered(directory, key, run_ids):
     if not run_ids:
         return
     _private_dir(directory)
     data = "".join(json.dumps(run_id)[1:-1] + "\n" for run_id in run_ids).encode("utf-8")
-    descriptor = os.open(
-        os.path.join(directory, f"delivered-{dest}.txt"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
-    )
+    descriptor = os.open(os.path.join(directory, f"delivered-{key}.txt"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         os.write(descriptor, data)
     finally:
@@ -840,7 +877,10 @@ Input:
 
 Options:
   --dry-run        print the exact request(s) for the input, credentials redacted; send nothing
-  --flush          replay the runs kept in the spool (reads no stdin); exit 0 when none is left
+  --flush          replay the runs kept in the spool (reads no stdin); exit 0 only when none is left and
+                   none was rejected; it stops at the first failure of the destination itself
+  --retry-rejected with --flush: queue the runs the service rejected (*.rejected) again, once you fixed
+                   the cause (a column type, a bad value)
   --check          verify configuration and reachability without writing anything
   --print-schema   print the table definition for the configured target
   --verbose        narrate retries and replays on stderr
@@ -849,15 +889,19 @@ Options:
 Shared environment:
   PEEPSHOW_SINK_TIMEOUT    seconds one run may take, retries and polling included (default 30);
                            for a backfill, the bound of each request
-  PEEPSHOW_SINK_SPOOL_DIR  where undelivered runs are kept (default ~/.peepshow/spool); one file per run
+  PEEPSHOW_SINK_SPOOL_DIR  where undelivered runs are kept (default ~/.peepshow/spool); one file per run,
+                           0600, in directories the sink creates 0700
   PEEPSHOW_SINK_SPOOL=off  do not keep undelivered runs
   HTTPS_PROXY, HTTP_PROXY, NO_PROXY, SSL_CERT_FILE   honoured
 
 Exit codes: 0 delivered, 2 usage or configuration, 3 missing dependency, 4 malformed stdin,
-  5 remote or network failure (the run is kept in the spool when a later replay can succeed).
+  5 remote or network failure. A run is kept in the spool unless the service refused that run itself
+  (a bad value or event): a down, misconfigured or unauthorised destination never costs a run.
 """
 
 GROUP_RUNS = 500
+# "No (further) document": JSON null is a document, so None cannot mean that.
+_END = object()
 GROUP_BYTES = 16 * 1024 * 1024
 
 
@@ -891,7 +935,17 @@ def _say(stream, name, message):
 
 def parse_args(argv):
     options = {"paths": [], "from_index": None}
-    flags = {"--dry-run", "--flush", "--check", "--print-schema", "--verbose", "--help", "-h", "--version"}
+    flags = {
+        "--dry-run",
+        "--flush",
+        "--retry-rejected",
+        "--check",
+        "--print-schema",
+        "--verbose",
+        "--help",
+        "-h",
+        "--version",
+    }
     index = 0
     while index < len(argv):
         arg = argv[index]
@@ -911,6 +965,8 @@ def parse_args(argv):
             raise usage_error(f"unknown option {arg}: see --help")
         else:
             options["paths"].append(arg)
+    if options.get("retry_rejected") and not options.get("flush"):
+        raise usage_error("--retry-rejected goes with --flush: `<sink> --flush --retry-rejected`")
     return options
 
 
@@ -932,7 +988,9 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
         stdout.write(sink.print_schema(config).rstrip("\n") + "\n")
         return EXIT_OK
     label, material = sink.destination(config)
-    spool = {"dir": spool_dir(env, sink.NAME), "dest": destination_key(material), "label": label}
+    older = sink.legacy_destinations(config) if hasattr(sink, "legacy_destinations") else []
+    keys = tuple(dict.fromkeys(destination_key(identity) for identity in [material, *older]))
+    spool = {"dir": spool_dir(env, sink.NAME), "keys": keys, "label": label}
     if options.get("check"):
         ctx["http"] = http_client(env)
         report = CheckReport(stdout)
@@ -942,11 +1000,11 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
         return code
     if options.get("flush"):
         ctx["http"] = http_client(env, getattr(sink, "CONCURRENCY", 1) + 1)
-        return _flush(sink, config, ctx, spool, stdout)
+        return _flush(sink, config, ctx, spool, stdout, stderr, options.get("retry_rejected"))
 
     if options["paths"] or options["from_index"]:
         documents = _manifest_documents(options, stdin)
-        single = None
+        single = _END
     else:
         stream = stdin or _stdin()
         if hasattr(stream, "isatty") and stream.isatty():
@@ -955,14 +1013,14 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
             )
         documents = iter_documents(stream)
         first = next(documents)
-        second = next(documents, None)
-        if second is None:
+        second = next(documents, _END)
+        if second is _END:
             single = first
         else:
-            documents = _chain([first, second], documents)
-            single = None
+            documents = _on_stdin(_chain([first, second], documents))
+            single = _END
 
-    if single is not None:
+    if single is not _END:
         row = derive(single, env)
         single = first = None  # the row keeps what delivery needs; let the full document go
         if options.get("dry_run"):
@@ -1013,6 +1071,12 @@ def _chain(head, tail):
     yield from tail
 
 
+def _on_stdin(documents):
+    """(where, document) for each document of a stream on stdin."""
+    for number_, document in enumerate(documents, 1):
+        yield f"document {number_} on stdin", document
+
+
 def _deliver_rows(sink, config, ctx, rows):
     """Per-row outcomes: None when delivered, else the SinkError (a failure of the whole call applies to all)."""
     try:
@@ -1029,8 +1093,8 @@ def _deliver_single(sink, config, ctx, spool, row, stderr):
 
     def work():
         state["live"] = _deliver_rows(sink, config, ctx, [row])[0]
-        if state["live"] is None and spool["dir"] and spool_count(spool["dir"], spool["dest"]):
-            _replay(sink, config, ctx, spool, until=ctx["deadline"] - 1.0)
+        if state["live"] is None and spool["dir"] and spool_count(spool["dir"], spool["keys"]):
+            _replay(sink, config, ctx, spool, None, until=ctx["deadline"] - 1.0)
 
     def guarded():
         try:
@@ -1052,92 +1116,120 @@ def _deliver_single(sink, config, ctx, spool, row, stderr):
     if outcome is None:
         if spool["dir"]:
             try:
-                record_delivered(spool["dir"], spool["dest"], [row["run_id"]])
+                record_delivered(spool["dir"], spool["keys"][0], [row["run_id"]])
             except OSError:
                 pass  # the record only spares a later backfill a duplicate; the run itself is delivered
         return EXIT_OK
     if not isinstance(outcome, SinkError):
         raise outcome
     message = outcome.message
-    if outcome.transient:
-        message += _keep(spool, row, sink.NAME)
+    if not outcome.run:
+        message += _keep(spool, row, sink.NAME, outcome)
     _say(stderr, sink.NAME, message)
     return outcome.code
 
 
-def _keep(spool, row, name):
-    """Spool the run; the text to append to the failure message."""
+def _keep(spool, row, name, failure):
+    """Spool a run the destination did not take; the text to append to the failure message."""
     if not spool["dir"]:
         return " (not kept: PEEPSHOW_SINK_SPOOL=off)"
     try:
-        spool_put(spool["dir"], spool["dest"], row, spool["label"])
+        spool_put(spool["dir"], spool["keys"][0], row, spool["label"])
     except OSError as error:
         return f" (and the run could not be kept in {spool['dir']}: {error.strerror or error})"
-    return f" (the run was kept in {spool['dir']}: `{name} --flush` or the next successful delivery replays it)"
+    when = "" if failure.transient else "once that is fixed, "
+    return f" (the run was kept in {spool['dir']}: {when}`{name} --flush` or the next successful delivery replays it)"
 
 
-def _replay(sink, config, ctx, spool, until=None):
-    """Deliver this destination's spooled runs, a group at a time; stops at the first transient failure.
+def _replay(sink, config, ctx, spool, stderr, until=None):
+    """Deliver this destination's spooled runs, a group at a time, until `until` (monotonic) or the spool is empty.
 
-    Returns (delivered, rejected, failed_transiently).
+    Returns (delivered, rejected, failure). `failure` is the first failure that was not a run's own: the
+    destination's (its runs would all meet it) or a passing one; the replay stops there and every run not
+    delivered stays in the spool. A run the service refuses is set aside as `*.rejected`, and said on `stderr`
+    (a live run's replay passes None: on success the sink stays silent, --verbose tells).
     """
     delivered = rejected = 0
+    done = delivered_runs(spool["dir"], spool["keys"])
+
+    def set_aside(path, reason):
+        nonlocal rejected
+        spool_release(path, "rejected")
+        rejected += 1
+        message = f"spooled run {reason}"
+        _say(stderr, sink.NAME, message) if stderr else log(ctx, message)
+
     while until is None or time.monotonic() < until:
-        claimed = spool_claim(spool["dir"], spool["dest"], limit=getattr(sink, "REPLAY_GROUP", 100))
+        claimed = spool_claim(spool["dir"], spool["keys"], limit=getattr(sink, "REPLAY_GROUP", 100))
         if not claimed:
             break
         rows, paths = [], []
         for path, payload in claimed:
             try:
-                rows.append(derive(payload, ctx["env"]))
-                paths.append(path)
-            except SinkError:
-                _rename_quietly(path, path.rsplit(".claimed-", 1)[0] + ".rejected")
-                rejected += 1
-        outcomes = _deliver_rows(sink, config, ctx, rows) if rows else []
-        transient = False
-        good = []
-        for path, row, outcome in zip(paths, rows, outcomes):
+                row = derive(payload, ctx["env"])
+            except SinkError as error:
+                set_aside(path, f"{os.path.basename(path)} is unusable and was set aside: {error.message}")
+                continue
+            if row["run_id"] in done:  # a backfill delivered it meanwhile, under its manifest's created_at
+                spool_release(path, "delivered")
+                continue
+            rows.append(row)
+            paths.append(path)
+        failure, good = None, []
+        for path, row, outcome in zip(paths, rows, _deliver_rows(sink, config, ctx, rows) if rows else []):
             if outcome is None:
                 good.append(row["run_id"])
-                spool_release(path, delivered=True)
-            elif outcome.transient:
-                transient = True
-                spool_release(path, delivered=False)
+                spool_release(path, "delivered")
+            elif outcome.run:
+                set_aside(path, f"{row['run_id']} rejected: {outcome.message}")
             else:
-                log(ctx, f"spooled run {row['run_id']} rejected: {outcome.message}")
-                _rename_quietly(path, path.rsplit(".claimed-", 1)[0] + ".rejected")
-                rejected += 1
-        record_delivered(spool["dir"], spool["dest"], good)
+                failure = failure or outcome
+                spool_release(path, "kept")
+        record_delivered(spool["dir"], spool["keys"][0], good)
         delivered += len(good)
         log(ctx, f"replayed {len(good)} spooled run(s)")
-        if transient:
-            return delivered, rejected, True
-    return delivered, rejected, False
+        if failure:
+            return delivered, rejected, failure
+    return delivered, rejected, None
 
 
-def _flush(sink, config, ctx, spool, stdout):
+def _flush(sink, config, ctx, spool, stdout, stderr, retry_rejected):
     if not spool["dir"]:
         raise usage_error("PEEPSHOW_SINK_SPOOL=off: there is no spool to flush")
-    delivered, rejected, failed = _replay(sink, config, ctx, spool)
-    left = spool_count(spool["dir"], spool["dest"])
+    directory, keys = spool["dir"], spool["keys"]
+    requeued = spool_requeue_rejected(directory, keys) if retry_rejected else 0
+    delivered, rejected, failure = _replay(sink, config, ctx, spool, stderr)
+    left = spool_count(directory, keys)
     line = f"{sink.NAME}: delivered {delivered} spooled run(s) to {spool['label']}; {left} left"
-    elsewhere = spool_count(spool["dir"]) - left
+    if requeued:
+        line += f" ({requeued} rejected run(s) were queued again)"
+    if rejected:
+        line += f"; {rejected} rejected by this flush"
+    set_aside = spool_count(directory, keys, ".rejected")
+    if set_aside:
+        line += (
+            f"; {set_aside} rejected run(s) kept as *.rejected in {directory} "
+            f"(`{sink.NAME} --flush --retry-rejected` queues them again once the cause is fixed)"
+        )
+    elsewhere = spool_count(directory) - left
     if elsewhere:
         line += f"; {elsewhere} more kept for other destinations (flushed when the sink runs with their settings)"
-    if rejected:
-        line += f"; {rejected} rejected for good (kept as *.rejected in {spool['dir']})"
     stdout.write(redact(line) + "\n")
+    if failure:
+        raise SinkError(failure.code, f"{failure.message} ({left} run(s) still in the spool for `{sink.NAME} --flush`)")
     if left:
-        raise remote_error(f"{left} spooled run(s) still undelivered: the destination is still failing", True)
+        raise remote_error(f"{left} spooled run(s) still undelivered (another --flush may be replaying them)", True)
+    if rejected:
+        raise remote_error(f"this flush rejected {rejected} run(s), each named above; they are kept in {directory}")
     return EXIT_OK
 
 
 def _manifest_documents(options, stdin):
-    """Runs named on the command line (manifest.json files, run directories, `-`) and in peepshow's run index."""
+    """(where, document) for the runs named on the command line (manifest.json files, run directories, `-`) and
+    in peepshow's run index; a document that cannot be read is a SinkError in its place."""
     for path in options["paths"]:
         if path == "-":
-            yield from iter_documents(stdin or _stdin())
+            yield from _on_stdin(iter_documents(stdin or _stdin()))
         else:
             yield _load_manifest(path)
     if options["from_index"]:
@@ -1155,7 +1247,8 @@ def _manifest_documents(options, stdin):
                 except ValueError:
                     directory = None
                 if not isinstance(directory, str) or not directory:
-                    yield SinkError(EXIT_PAYLOAD, f"{options['from_index']} line {number_}: no outputDir")
+                    where = f"{options['from_index']} line {number_}"
+                    yield where, SinkError(EXIT_PAYLOAD, f"{where}: no outputDir")
                     continue
                 yield _load_manifest(directory)
 
@@ -1165,53 +1258,71 @@ def _load_manifest(path):
         path = os.path.join(path, "manifest.json")
     try:
         with open(path, "rb") as handle:
-            return json.loads(handle.read().decode("utf-8"))
+            return path, json.loads(handle.read().decode("utf-8"))
     except OSError as error:
-        return SinkError(EXIT_PAYLOAD, f"{path}: {error.strerror or error}")
+        return path, SinkError(EXIT_PAYLOAD, f"{path}: {error.strerror or error}")
     except ValueError as error:
-        return SinkError(EXIT_PAYLOAD, f"{path}: not a peepshow manifest ({error})")
+        return path, SinkError(EXIT_PAYLOAD, f"{path}: not a peepshow manifest ({error})")
 
 
 def _backfill(sink, config, ctx, spool, documents, dry_run, stdout, stderr):
-    """Many runs in one process: grouped, batched by the sink, each request bounded by PEEPSHOW_SINK_TIMEOUT."""
-    done = set() if dry_run or not spool["dir"] else delivered_runs(spool["dir"], spool["dest"])
-    counts = {"delivered": 0, "skipped": 0, "rejected": 0, "spooled": 0, "malformed": 0}
+    """Many runs in one process: grouped, batched by the sink, each request bounded by PEEPSHOW_SINK_TIMEOUT.
+
+    The first failure that is not a run's own (the destination's, or one that outlasted the retries) ends the
+    sending: that run, and every run read after it, goes to the spool for `--flush`, with one line that says what
+    is wrong. A run the service refuses is reported on its own line and the backfill goes on.
+    """
+    done = set() if dry_run or not spool["dir"] else delivered_runs(spool["dir"], spool["keys"])
+    counts = {"delivered": 0, "skipped": 0, "rejected": 0, "kept": 0, "not kept": 0, "malformed": 0}
     progress = hasattr(stderr, "isatty") and stderr.isatty()
+    stopped = None  # the failure that ended the sending
+
+    def set_aside(rows):
+        for row in rows:
+            try:
+                if not spool["dir"]:
+                    raise OSError("PEEPSHOW_SINK_SPOOL=off")
+                spool_put(spool["dir"], spool["keys"][0], row, spool["label"])
+                counts["kept"] += 1
+            except OSError:
+                counts["not kept"] += 1
 
     def settle(group):
+        nonlocal stopped
         if not group:
             return
         if dry_run:
             for req in sink.build_requests(group, config):
                 stdout.write(describe_request(req))
             return
-        outcomes = _deliver_rows(sink, config, ctx, group)
-        good = []
-        for row, outcome in zip(group, outcomes):
+        if stopped:
+            set_aside(group)
+            return
+        good, undelivered = [], []
+        for row, outcome in zip(group, _deliver_rows(sink, config, ctx, group)):
             if outcome is None:
                 good.append(row["run_id"])
-            elif outcome.transient:
-                counts["spooled"] += 1
-                _say(stderr, sink.NAME, f"run {row['run_id']}: {outcome.message}{_keep(spool, row, sink.NAME)}")
-            else:
+            elif outcome.run:
                 counts["rejected"] += 1
                 _say(stderr, sink.NAME, f"run {row['run_id']} rejected: {outcome.message}")
+            else:
+                stopped = stopped or outcome
+                undelivered.append(row)
+        set_aside(undelivered)
         counts["delivered"] += len(good)
         if spool["dir"] and good:
-            record_delivered(spool["dir"], spool["dest"], good)
+            record_delivered(spool["dir"], spool["keys"][0], good)
         if progress:
             stderr.write(f"\r{sink.NAME}: {counts['delivered']} delivered so far\x1b[K")
             stderr.flush()
 
     group, size = [], 0
     try:
-        for document in documents:
-            if isinstance(document, SinkError):
-                counts["malformed"] += 1
-                _say(stderr, sink.NAME, document.message)
-                continue
+        for where, document in documents:
             try:
-                row = derive(document, ctx["env"])
+                if isinstance(document, SinkError):
+                    raise document
+                row = derive(document, ctx["env"], source=where)
             except SinkError as error:
                 counts["malformed"] += 1
                 _say(stderr, sink.NAME, error.message)
@@ -1230,13 +1341,24 @@ def _backfill(sink, config, ctx, spool, documents, dry_run, stdout, stderr):
     settle(group)
     if dry_run:
         return EXIT_OK if not counts["malformed"] else EXIT_PAYLOAD
-    if counts["delivered"] and spool["dir"] and spool_count(spool["dir"], spool["dest"]):
-        replayed, _, _ = _replay(sink, config, ctx, spool)
+    if counts["delivered"] and not stopped and spool["dir"] and spool_count(spool["dir"], spool["keys"]):
+        replayed, rejected, stopped = _replay(sink, config, ctx, spool, stderr)
         counts["delivered"] += replayed
+        counts["rejected"] += rejected
     if progress:
         stderr.write("\r\x1b[K")
     summary = ", ".join(f"{count} {what}" for what, count in counts.items() if count or what == "delivered")
     _say(stderr, sink.NAME, summary + (" (already delivered)" if counts["skipped"] else ""))
-    if counts["rejected"] or counts["spooled"]:
+    if stopped:
+        if counts["kept"]:
+            where = f"{counts['kept']} run(s) kept in {spool['dir']}: `{sink.NAME} --flush` delivers them"
+            where = f"{where} once that is fixed" if not stopped.transient else where
+        else:
+            where = "nothing more was sent"
+        if counts["not kept"]:
+            where += f"; {counts['not kept']} run(s) not kept (PEEPSHOW_SINK_SPOOL=off or the spool unwritable)"
+        _say(stderr, sink.NAME, f"stopped: {stopped.message} ({where})")
+        return stopped.code
+    if counts["rejected"]:
         return EXIT_REMOTE
     return EXIT_PAYLOAD if counts["malformed"] else EXIT_OK

@@ -211,3 +211,125 @@ def _stargate():
 
 databricks_server_fixture, databricks_fixture = _emulator_fixture("databricks", _databricks)
 stargate_server_fixture, stargate_fixture = _emulator_fixture("stargate", _stargate)
+
+
+# -- the five destinations, one fixture (the fault matrix of test_reliability and test_destination_failures) -------
+
+DEADLINE = 3  # PEEPSHOW_SINK_TIMEOUT for the matrix: small, so hangs cost seconds, not minutes
+GRACE = 2  # the bound: elapsed <= deadline + 2 s
+
+
+def _analytics(provider, path, token):
+    def env(emulator):
+        return {
+            "EVENT_TRACK_PROVIDER": provider,
+            "EVENT_TRACK_TOKEN": token,
+            "EVENT_TRACK_USER_ID": "peepshow-cli",
+            "EVENT_TRACK_ENDPOINT": emulator.url + path,
+        }
+
+    return env
+
+
+def _databricks_env(emulator):
+    return {"DATABRICKS_URL": emulator.url, "DATABRICKS_TOKEN": "dapi-test-token", "DATABRICKS_WAREHOUSE_ID": "wh-1"}
+
+
+def _stargate_env(emulator):
+    return {"CASSANDRA_URL": emulator.url, "CASSANDRA_KEYSPACE": "peepshow", "CASSANDRA_TOKEN": "AstraCS:test-token"}
+
+
+# The variable a credential failure must name, per destination.
+CREDENTIAL_VARIABLE = {
+    "mixpanel": "EVENT_TRACK_TOKEN",
+    "amplitude": "EVENT_TRACK_TOKEN",
+    "segment": "EVENT_TRACK_TOKEN",
+    "databricks": "DATABRICKS_TOKEN",
+    "stargate": "CASSANDRA_TOKEN",
+}
+
+
+def _databricks_rows(emulator):
+    table = emulator.tables.get("main.default.peepshow_runs")
+    return len(table["rows"]) if table else 0
+
+
+# name -> (sink, emulator fixture, env(emulator), stored(emulator), secret, auth failure, bad request)
+DESTINATIONS = {
+    "mixpanel": (
+        "event-track",
+        "mixpanel",
+        _analytics("mixpanel", "/track", "mp-token"),
+        lambda emulator: len(emulator.events),
+        "mp-token",
+        {"status": 401, "body": {"code": 401, "error": "Invalid credentials", "status": "Unauthorized"}},
+        {"status": 400, "body": {"code": 400, "error": "invalid request", "status": "Bad Request"}},
+    ),
+    "amplitude": (
+        "event-track",
+        "amplitude",
+        _analytics("amplitude", "/2/httpapi", "amp-api-key"),
+        lambda emulator: len(emulator.events),
+        "amp-api-key",
+        {"status": 400, "body": {"code": 400, "error": "Invalid API key: amp-api-key"}},
+        {"status": 400, "body": {"code": 400, "error": "Invalid event JSON"}},
+    ),
+    "segment": (
+        "event-track",
+        "segment",
+        _analytics("segment", "/v1/track", "seg-write-key"),
+        lambda emulator: len(emulator.events),
+        "seg-write-key",
+        {"status": 401, "body": {"code": "unauthorized", "message": "Unauthorized"}},
+        {"status": 400, "body": {"code": "invalid_request", "message": "Invalid JSON"}},
+    ),
+    "databricks": (
+        "databricks",
+        "databricks",
+        _databricks_env,
+        _databricks_rows,
+        "dapi-test-token",
+        {"status": 403, "body": {"error_code": 403, "message": "Invalid access token."}},
+        {"status": 400, "body": {"error_code": "INVALID_PARAMETER_VALUE", "message": "bad request"}},
+    ),
+    "stargate": (
+        "cassandra",
+        "stargate",
+        _stargate_env,
+        lambda emulator: len(emulator.rows("peepshow", "peepshow_runs")),
+        "AstraCS:test-token",
+        {"status": 401, "body": {"description": "Missing token", "code": 401}},
+        {"status": 400, "body": {"description": "Bad request: unknown field", "code": 400}},
+    ),
+}
+
+
+@pytest.fixture(params=sorted(DESTINATIONS))
+def destination(request, run_sink, spool):
+    sink, emulator_name, make_env, stored, secret, auth, bad = DESTINATIONS[request.param]
+    emulator = request.getfixturevalue(emulator_name)
+    env = dict(make_env(emulator), PEEPSHOW_SINK_TIMEOUT=str(DEADLINE))
+
+    class Destination:
+        name = request.param
+
+        def run(self, stdin=None, args=(), **overrides):
+            payload = fixture_bytes("run-full.json") if stdin is None else stdin
+            return run_sink(sink, payload, dict(env, **overrides), args=args)
+
+        def stored(self):
+            return stored(self.emulator)
+
+        def spooled(self):
+            directory = spool / sink
+            if not directory.is_dir():
+                return []
+            return sorted(path for path in directory.iterdir() if path.suffix == ".json" and path.name[0] != ".")
+
+    destination = Destination()
+    destination.emulator, destination.secret = emulator, secret
+    destination.auth, destination.bad = auth, bad
+    destination.data_requests = lambda: [
+        request for request in emulator.requests if request.method == "POST" and "/cancel" not in request.path
+    ]
+    return destination

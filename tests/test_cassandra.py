@@ -253,13 +253,27 @@ def test_502_then_success_is_one_row(run_sink, stargate, env):
     assert len(stored(stargate)) == 1
 
 
-def test_400_is_final(run_sink, stargate, env, spool):
+def test_a_400_about_the_request_is_the_destinations_and_keeps_the_run(run_sink, stargate, env, spool):
     stargate.fault(
         "status", status=400, body={"description": "Invalid path for row to create, problem: x", "code": 400}
     )
     result = run_sink("cassandra", fixture_bytes("run-full.json"), env)
     assert_clean_failure(result, 5, TOKEN)
     assert "Invalid path for row to create, problem: x" in result.stderr
+    assert "CASSANDRA_TABLE" in result.stderr
+    assert len(stargate.requests) == 1
+    assert len(list((spool / "cassandra").glob("*.json"))) == 1
+
+
+def test_a_400_about_a_value_of_the_row_rejects_that_run(run_sink, stargate, env, spool):
+    problem = (
+        "Invalid path for row to create, problem: Failed to deserialize field 'peepshow_runs.frames', problem: "
+        "Cannot coerce String value into expected protobuf type: TypeSpec.Basic.LONG"
+    )
+    stargate.fault("status", status=400, body={"description": problem, "code": 400})
+    result = run_sink("cassandra", fixture_bytes("run-full.json"), env)
+    assert_clean_failure(result, 5, TOKEN)
+    assert "Failed to deserialize field" in result.stderr
     assert len(stargate.requests) == 1
     assert not list((spool / "cassandra").glob("*.json"))
 
@@ -489,10 +503,17 @@ def test_minting_placeholder_in_dry_run():
     assert req["headers"]["X-Cassandra-Token"] == "<minted at delivery>"
 
 
-def test_destination_identity_has_no_secret_in_the_label():
+def test_destination_identity_has_no_secret_and_survives_a_new_token():
     config = dict(CONFIG, token="AstraCS:secret")
     label, material = cassandra.destination(config)
-    assert "AstraCS:secret" not in label and "AstraCS:secret" in material
+    assert "AstraCS:secret" not in label and "AstraCS:secret" not in material
+    # A new token, another port or path: the same table, so the runs kept meanwhile replay.
+    moved = dict(config, token="AstraCS:rotated", url=config["url"].replace("https://", "https://") + "/api/rest")
+    assert cassandra.destination(moved)[1] == material
+    # 0.1.0 named the destination with the token: runs it spooled are still found.
+    assert cassandra.legacy_destinations(config) == [
+        (config["url"], config["keyspace"], config["table"], "AstraCS:secret")
+    ]
 
 
 @pytest.mark.parametrize(

@@ -50,12 +50,14 @@ def test_config_defaults_and_url_normalisation():
     assert (cfg["catalog"], cfg["schema"], cfg["table"]) == ("main", "default", "peepshow_runs")
     assert db.table_name(config(DATABRICKS_CATALOG="my-cat")) == "`my-cat`.`default`.`peepshow_runs`"
     label, material = db.destination(cfg)
-    assert TOKEN not in label and material == (
-        "https://adb-1.2.azuredatabricks.net",
-        "main",
-        "default",
-        "peepshow_runs",
-    )
+    assert TOKEN not in label and TOKEN not in material  # a rotated token still replays the runs kept before
+    assert material == ("https://adb-1.2.azuredatabricks.net", "main", "default", "peepshow_runs")
+    rotated = config(DATABRICKS_URL="https://adb-1.2.azuredatabricks.net", DATABRICKS_TOKEN="dapi-rotated")
+    assert db.destination(dict(rotated, warehouse="other"))[1] == material
+    assert TOKEN in db.legacy_destinations(cfg)[0]  # how 0.1.0 keyed them: still found
+    # 0.1.0 knew only tokens: an OAuth configuration has no older name.
+    m2m = dict(ENV, DATABRICKS_TOKEN="", DATABRICKS_CLIENT_ID="id", DATABRICKS_CLIENT_SECRET="dose-x")
+    assert db.legacy_destinations(db.read_config(m2m)) == []
 
 
 @pytest.mark.parametrize("variable", ["DATABRICKS_URL", "DATABRICKS_TOKEN", "DATABRICKS_WAREHOUSE_ID"])
@@ -451,20 +453,24 @@ def test_a_hyphenated_table_is_quoted(run_sink, warehouse):
     assert len(warehouse.rows("main.default.peepshow-runs")) == 1
 
 
-def test_a_failed_statement_exits_5_with_databricks_words_and_is_not_kept(run_sink, warehouse, spool):
+def test_a_failed_statement_about_permissions_keeps_the_run(run_sink, warehouse, spool):
     warehouse.fail_next_statement("BAD_REQUEST", "[INSUFFICIENT_PERMISSIONS] User does not have USE SCHEMA.")
     result = run(run_sink, warehouse, fixture("run-full.json"))
     assert_clean_failure(result, 5, TOKEN)
     assert "[INSUFFICIENT_PERMISSIONS] User does not have USE SCHEMA." in result.stderr
     assert warehouse.statements[0]["statement_id"] in result.stderr
-    assert spooled(spool) == []
+    assert len(spooled(spool)) == 1  # the grant is the destination's to fix; the run waits for it
 
 
-def test_a_bad_token_exits_5_with_the_rotate_hint(run_sink, warehouse, spool):
+def test_a_bad_token_exits_5_with_the_rotate_hint_and_keeps_the_run(run_sink, warehouse, spool):
     result = run(run_sink, warehouse, fixture("run-full.json"), DATABRICKS_TOKEN="dapi-wrong-secret")
     assert_clean_failure(result, 5, "dapi-wrong-secret")
     assert "HTTP 403" in result.stderr and "rotate DATABRICKS_TOKEN" in result.stderr
-    assert spooled(spool) == []
+    assert len(spooled(spool)) == 1
+    # Rotated: the new token finds the run kept under the old one and delivers it.
+    flushed = run(run_sink, warehouse, b"", args=["--flush"])
+    assert flushed.code == 0, flushed
+    assert len(warehouse.rows(TABLE)) == 1 and spooled(spool) == []
 
 
 def test_an_unknown_warehouse_names_the_variable(run_sink, warehouse):

@@ -414,6 +414,15 @@ def test_a_rejected_client_secret_is_one_line_naming_both_variables(run_sink, wo
     assert [request.path for request in workspace.requests] == ["/oidc/v1/token"]  # asked once, never in a loop
     assert workspace.statements == []
     assert "dose-bad" not in everything_written(result, spool)
+    # The destination's failure, not the run's: kept, a flush stops at the first refusal, and it replays once fixed.
+    assert len(list((spool / "databricks").glob("*.json"))) == 1
+    workspace.requests.clear()
+    env = sink_env(workspace, **{**M2M, "DATABRICKS_CLIENT_SECRET": "dose-bad"})
+    assert run_sink("databricks", b"", env, args=["--flush"]).code == 5
+    assert [request.path for request in workspace.requests] == ["/oidc/v1/token"]
+    flushed = run_sink("databricks", b"", sink_env(workspace, **M2M), args=["--flush"])
+    assert flushed.code == 0 and "delivered 1" in flushed.stdout, flushed
+    assert len(workspace.rows(TABLE)) == 1
 
 
 def test_a_token_about_to_expire_is_renewed_before_it_is_used_in_a_backfill(run_sink, workspace):
@@ -571,6 +580,7 @@ def test_u2m_cli_failure_is_its_reason_in_one_line(run_sink, workspace, fake_cli
     assert "refresh token is invalid" in result.stderr and "Warn:" not in result.stderr
     assert "databricks auth login --profile dev" in result.stderr
     assert workspace.requests == []
+    assert "kept" in result.stderr  # logged out is the destination's problem: the run waits for the login
 
 
 def test_u2m_without_the_cli_says_how_to_install_it(run_sink, workspace, fake_cli, home):

@@ -10,119 +10,10 @@ import sys
 
 import pytest
 
-from tests.conftest import DIST, assert_clean_failure, fixture_bytes
+from tests.conftest import CREDENTIAL_VARIABLE, DEADLINE, DESTINATIONS, DIST, GRACE, assert_clean_failure, fixture_bytes
 from tests.test_event_track import event_track
 
 peepshow_sink = event_track.sink
-
-DEADLINE = 3  # PEEPSHOW_SINK_TIMEOUT for the matrix: small, so hangs cost seconds, not minutes
-GRACE = 2  # the issue's bound: elapsed <= deadline + 2 s
-
-
-def _analytics(provider, path, token):
-    def env(emulator):
-        return {
-            "EVENT_TRACK_PROVIDER": provider,
-            "EVENT_TRACK_TOKEN": token,
-            "EVENT_TRACK_USER_ID": "peepshow-cli",
-            "EVENT_TRACK_ENDPOINT": emulator.url + path,
-        }
-
-    return env
-
-
-def _databricks_env(emulator):
-    return {"DATABRICKS_URL": emulator.url, "DATABRICKS_TOKEN": "dapi-test-token", "DATABRICKS_WAREHOUSE_ID": "wh-1"}
-
-
-def _stargate_env(emulator):
-    return {"CASSANDRA_URL": emulator.url, "CASSANDRA_KEYSPACE": "peepshow", "CASSANDRA_TOKEN": "AstraCS:test-token"}
-
-
-def _databricks_rows(emulator):
-    table = emulator.tables.get("main.default.peepshow_runs")
-    return len(table["rows"]) if table else 0
-
-
-# name -> (sink, emulator fixture, env(emulator), stored(emulator), secret, auth failure, bad request)
-DESTINATIONS = {
-    "mixpanel": (
-        "event-track",
-        "mixpanel",
-        _analytics("mixpanel", "/track", "mp-token"),
-        lambda emulator: len(emulator.events),
-        "mp-token",
-        {"status": 401, "body": {"code": 401, "error": "Invalid credentials", "status": "Unauthorized"}},
-        {"status": 400, "body": {"code": 400, "error": "invalid request", "status": "Bad Request"}},
-    ),
-    "amplitude": (
-        "event-track",
-        "amplitude",
-        _analytics("amplitude", "/2/httpapi", "amp-api-key"),
-        lambda emulator: len(emulator.events),
-        "amp-api-key",
-        {"status": 400, "body": {"code": 400, "error": "Invalid API key: amp-api-key"}},
-        {"status": 400, "body": {"code": 400, "error": "Invalid event JSON"}},
-    ),
-    "segment": (
-        "event-track",
-        "segment",
-        _analytics("segment", "/v1/track", "seg-write-key"),
-        lambda emulator: len(emulator.events),
-        "seg-write-key",
-        {"status": 401, "body": {"code": "unauthorized", "message": "Unauthorized"}},
-        {"status": 400, "body": {"code": "invalid_request", "message": "Invalid JSON"}},
-    ),
-    "databricks": (
-        "databricks",
-        "databricks",
-        _databricks_env,
-        _databricks_rows,
-        "dapi-test-token",
-        {"status": 403, "body": {"error_code": 403, "message": "Invalid access token."}},
-        {"status": 400, "body": {"error_code": "INVALID_PARAMETER_VALUE", "message": "bad request"}},
-    ),
-    "stargate": (
-        "cassandra",
-        "stargate",
-        _stargate_env,
-        lambda emulator: len(emulator.rows("peepshow", "peepshow_runs")),
-        "AstraCS:test-token",
-        {"status": 401, "body": {"description": "Missing token", "code": 401}},
-        {"status": 400, "body": {"description": "Bad request: unknown field", "code": 400}},
-    ),
-}
-
-
-@pytest.fixture(params=sorted(DESTINATIONS))
-def destination(request, run_sink, spool):
-    sink, emulator_name, make_env, stored, secret, auth, bad = DESTINATIONS[request.param]
-    emulator = request.getfixturevalue(emulator_name)
-    env = dict(make_env(emulator), PEEPSHOW_SINK_TIMEOUT=str(DEADLINE))
-
-    class Destination:
-        name = request.param
-
-        def run(self, stdin=None, args=(), **overrides):
-            payload = fixture_bytes("run-full.json") if stdin is None else stdin
-            return run_sink(sink, payload, dict(env, **overrides), args=args)
-
-        def stored(self):
-            return stored(self.emulator)
-
-        def spooled(self):
-            directory = spool / sink
-            if not directory.is_dir():
-                return []
-            return sorted(path for path in directory.iterdir() if path.suffix == ".json" and path.name[0] != ".")
-
-    destination = Destination()
-    destination.emulator, destination.secret = emulator, secret
-    destination.auth, destination.bad = auth, bad
-    destination.data_requests = lambda: [
-        request for request in emulator.requests if request.method == "POST" and "/cancel" not in request.path
-    ]
-    return destination
 
 
 def assert_kept_then_replayed(destination, result):
@@ -224,23 +115,29 @@ def _retarget(destination, old, new):
     return {key: value.replace(old, new) for key, value in make_env(destination.emulator).items() if old in value}
 
 
-# -- permanent failures: never retried, never kept ----------------------------------------------------------------
+# -- the destination's failures: never retried, the run kept for when it is fixed (issue 15) ----------------------
 
 
-def test_auth_failure_is_final(destination):
+def test_auth_failure_is_not_retried_and_keeps_the_run(destination):
     destination.emulator.fault("status", **destination.auth)
     result = destination.run()
     assert_clean_failure(result, 5, destination.secret)
     assert len(destination.emulator.requests) == 1
-    assert destination.spooled() == []
+    assert CREDENTIAL_VARIABLE[destination.name] in result.stderr, result
+    assert "once that is fixed" in result.stderr, result
+    assert len(destination.spooled()) == 1
+    # The credential is valid again (re-enabled, granted): the kept run is delivered once.
+    flushed = destination.run(stdin=b"", args=["--flush"])
+    assert flushed.code == 0, flushed
+    assert destination.stored() == 1 and destination.spooled() == []
 
 
-def test_bad_request_is_final(destination):
+def test_bad_request_naming_no_run_keeps_the_run(destination):
     destination.emulator.fault("status", **destination.bad)
     result = destination.run()
     assert_clean_failure(result, 5, destination.secret)
     assert len(destination.emulator.requests) == 1
-    assert destination.spooled() == []
+    assert len(destination.spooled()) == 1
 
 
 def test_spool_off_keeps_nothing(destination):
@@ -265,13 +162,15 @@ def test_next_successful_delivery_replays_the_spool(destination):
 # -- service-specific shapes ------------------------------------------------------------------------------------
 
 
-def test_mixpanel_status_0_is_final(run_sink, analytics, spool):
+def test_mixpanel_status_0_keeps_the_run(run_sink, analytics, spool):
+    # /track's {"status": 0} names no event: it is the request's (token, data), not the run's.
     emulator, env = analytics("mixpanel")
     emulator.fault("status", status=200, body={"status": 0, "error": "token, missing or empty"})
     result = run_sink("event-track", fixture_bytes("run-full.json"), env)
     assert_clean_failure(result, 5, "mp-token")
+    assert "token, missing or empty" in result.stderr
     assert len(emulator.requests) == 1
-    assert not (spool / "event-track").exists() or not list((spool / "event-track").glob("*.json"))
+    assert len(list((spool / "event-track").glob("*.json"))) == 1
 
 
 # -- two sinks, one spool ---------------------------------------------------------------------------------------
@@ -315,7 +214,7 @@ def test_concurrent_replays_send_each_run_once(segment, spool, shiv_root):
 def test_stargate_gateway_errors_are_retried(run_sink, stargate, status):
     # A 504 may mean the write was applied: the upsert on run_id makes the retry harmless.
     stargate.fault("status", status=status, body={"description": "upstream timed out", "code": status})
-    env = dict(_stargate_env(stargate), PEEPSHOW_SINK_TIMEOUT=str(DEADLINE))
+    env = dict(DESTINATIONS["stargate"][2](stargate), PEEPSHOW_SINK_TIMEOUT=str(DEADLINE))
     result = run_sink("cassandra", fixture_bytes("run-full.json"), env)
     assert result.code == 0, result
     assert len(stargate.requests) == 2

@@ -151,8 +151,9 @@ class Emulator(LoopbackServer):
 
     # -- faults -----------------------------------------------------------------------------------------------
 
-    def fault(self, kind, times=1, status=503, body=None, headers=None, interval=0.5, path=None):
-        """Queue a fault for the next `times` requests (None: every request) whose path contains `path`."""
+    def fault(self, kind, times=1, status=503, body=None, headers=None, interval=0.5, path=None, match=None):
+        """Queue a fault for the next `times` requests (None: every request) whose path contains `path` and whose
+        body contains the bytes `match` (one request among several: the service refusing that one)."""
         assert kind in ("status", "hang", "drop", "drop_mid", "drop_after", "trickle"), kind
         spec = {
             "kind": kind,
@@ -162,6 +163,7 @@ class Emulator(LoopbackServer):
             "headers": headers or {},
             "interval": interval,
             "path": path,
+            "match": match.encode() if isinstance(match, str) else match,
         }
         with self.lock:
             self.faults.append(spec)
@@ -171,6 +173,8 @@ class Emulator(LoopbackServer):
         with self.lock:
             for spec in self.faults:
                 if spec["path"] and spec["path"] not in request.path:
+                    continue
+                if spec["match"] and spec["match"] not in request.body:
                     continue
                 if spec["times"] is not None:
                     spec["times"] -= 1
