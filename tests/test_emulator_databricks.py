@@ -546,8 +546,13 @@ def test_reset_forgets_tables_statements_and_switches(api, db):
     db.cold_start(polls=5)
     db.fail_next_statement()
     db.expire_token(TOKEN)
+    db.issue_token()
+    db.set_token_lifetime(1)
+    db.move_token_endpoint("/elsewhere")
     db.reset()
     assert (db.tables, db.statements, db.cancels, db.requests) == ({}, [], [], [])
+    assert (db.oauth_tokens, db.token_requests, db.refused_tokens) == ({}, [], [])
+    assert (db.token_lifetime, db.token_path, db.expired_token_status) == (3600, "/oidc/v1/token", 403)
     assert api.execute(CREATE)["status"] == {"state": "SUCCEEDED"}
 
 
