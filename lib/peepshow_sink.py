@@ -1,7 +1,9 @@
 """The one helper every peepshow sink shares: stdin payloads, derived values, env config, HTTP, spool, CLI.
 
 A sink script defines NAME, HELP, read_config(env), destination(config), build_requests(runs, config) (pure),
-deliver(runs, config, ctx) and optionally check(config, ctx) and print_schema(config); then its main() is
+deliver(runs, config, ctx) and optionally check(config, ctx), print_schema(config), legacy_destinations(config)
+(older spool keys of the same destination) and describe(config) (which way in the configuration chose, shown by
+--help); then its main() is
 `return peepshow_sink.main(sys.modules[__name__])`. Exit codes (shared by every peepshow sink): 0 delivered,
 2 usage or configuration, 3 missing dependency, 4 malformed stdin, 5 remote or network failure.
 
@@ -973,14 +975,17 @@ def parse_args(argv):
 def _run(sink, argv, env, stdin, stdout, stderr, started):
     options = parse_args(argv)
     if options.get("help"):
-        stdout.write(sink.HELP.strip() + "\n" + COMMON_HELP.format(name=sink.NAME))
+        stdout.write(sink.HELP.strip() + "\n" + _this_environment(sink, env) + COMMON_HELP.format(name=sink.NAME))
         return EXIT_OK
     if options.get("version"):
         stdout.write(f"{sink.NAME} {__version__}\n")
         return EXIT_OK
     timeout = read_timeout(env)
     config = sink.read_config(env)
-    ctx = {"name": sink.NAME, "env": env, "timeout": timeout, "deadline": None, "verbose": options.get("verbose")}
+    # deadline: the run's, when one run is delivered as it happens (else each request gets its own); live: the rows
+    # being delivered are that run (not a backfill or a replay of the spool).
+    ctx = {"name": sink.NAME, "env": env, "timeout": timeout, "deadline": None, "live": False}
+    ctx["verbose"] = options.get("verbose")
     ctx["stderr"] = stderr
     if options.get("print_schema"):
         if not hasattr(sink, "print_schema"):
@@ -1032,6 +1037,18 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
         return _deliver_single(sink, config, ctx, spool, row, stderr)
     ctx["http"] = http_client(env, getattr(sink, "CONCURRENCY", 1) + 1)
     return _backfill(sink, config, ctx, spool, documents, options.get("dry_run"), stdout, stderr)
+
+
+def _this_environment(sink, env):
+    """For --help: the way in that the current environment resolves to (an API, an auth method), when the sink
+    has more than one; never a secret, nothing sent."""
+    if not hasattr(sink, "describe"):
+        return ""
+    try:
+        what = sink.describe(sink.read_config(env))
+    except SinkError as error:
+        what = f"not configured yet ({error.message})"
+    return redact(f"\nThis environment: {what}.\n")
 
 
 class CheckReport:
@@ -1092,7 +1109,9 @@ def _deliver_single(sink, config, ctx, spool, row, stderr):
     state = {}
 
     def work():
+        ctx["live"] = True
         state["live"] = _deliver_rows(sink, config, ctx, [row])[0]
+        ctx["live"] = False  # what follows is a replay of older runs, however few
         if state["live"] is None and spool["dir"] and spool_count(spool["dir"], spool["keys"]):
             _replay(sink, config, ctx, spool, None, until=ctx["deadline"] - 1.0)
 

@@ -7,8 +7,11 @@ Prints, with every ratio taken against a baseline measured in the same run:
       (targets: >= 100x event-track and databricks, >= 50x cassandra)
   (c) peak RSS of one run carrying a 5 MiB transcript (target <= 40 MB), and of 10,000- and 100,000-run streams
       (target: flat)
+  (d) a 10,000-run backfill of one user per analytics provider against emulators that enforce the documented rate
+      limits over every 1-second window: each run stored exactly once, and Amplitude's time against the floor the
+      limit sets (10,000 runs at 1,000 events/s: 10 s; goal <= 1.5x)
 Options: --runs N (single-run repetitions, default 60), --backfill N (default 10000), --stream N (default 100000),
---sample N (runs timed one process each, default 40), --parts abc (which of the three to run).
+--sample N (runs timed one process each, default 40), --parts abcd (which of the four to run).
 """
 
 import argparse
@@ -25,7 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.emulators.amplitude import Amplitude  # noqa: E402
 from tests.emulators.databricks import DEFAULT_SERVICE_PRINCIPALS, Databricks  # noqa: E402
+from tests.emulators.mixpanel import Mixpanel  # noqa: E402
 from tests.emulators.segment import Segment  # noqa: E402
 from tests.emulators.stargate import Stargate  # noqa: E402
 
@@ -39,11 +44,11 @@ MAXRSS = (
 )
 
 
-def manifests(count, offset=0, transcript=None):
+def manifests(count, offset=0, transcript=None, year=2026):
     """`count` distinct runs as NDJSON lines (what a backfill of peepshow's manifests looks like)."""
     for number in range(offset, offset + count):
         run = dict(MANIFEST, outputDir=f"/tmp/peepshow-bench-{number}", runId=f"bench-{number}")
-        run["createdAt"] = f"2026-{(number % 12) + 1:02d}-{(number % 28) + 1:02d}T09:14:03.{number % 1000:03d}Z"
+        run["createdAt"] = f"{year}-{(number % 12) + 1:02d}-{(number % 28) + 1:02d}T09:14:03.{number % 1000:03d}Z"
         if transcript:
             run["audio"] = dict(run["audio"], transcript={"language": "en", "text": transcript})
         yield json.dumps(run) + "\n"
@@ -80,7 +85,7 @@ def main():
     parser.add_argument("--backfill", type=int, default=10000)
     parser.add_argument("--stream", type=int, default=100000)
     parser.add_argument("--sample", type=int, default=40)
-    parser.add_argument("--parts", default="abc")
+    parser.add_argument("--parts", default="abcd")
     options = parser.parse_args()
 
     segment, databricks, stargate = Segment().start(), Databricks().start(), Stargate().start()
@@ -142,6 +147,8 @@ def main():
         backfills(options, work, sinks, env_for, command, statements)
     if "c" in options.parts:
         peak_memory(options, work, sinks, env_for, command)
+    if "d" in options.parts:
+        rate_limits(options, work, base_env, command)
     for emulator in (segment, databricks, stargate):
         emulator.stop()
     return 0
@@ -221,6 +228,59 @@ def peak_memory(options, work, sinks, env_for, command):
         f"    event-track  stream of {options.stream // 10:>6} runs  {small_rss:5.1f} MB;"
         f" of {options.stream:>6} runs  {large_rss:5.1f} MB  (flat: {large_rss - small_rss:+.1f} MB)"
     )
+
+
+def rate_limits(options, work, base_env, command):
+    count = options.backfill
+    print(f"\n(d) rate limits: a {count}-run backfill of one user, emulators enforcing the documented limits per 1 s")
+    providers = {
+        # provider: (emulator with its limits on, single-event path, token, the dedup id of a stored event, limit)
+        "amplitude": (Amplitude().limit_rates(window=1.0), "/2/httpapi", "amp-api-key", lambda e: e["insert_id"], ""),
+        "mixpanel": (
+            Mixpanel().limit_rates(window=1.0),
+            "/track",
+            "mp-token",
+            lambda e: e["properties"]["$insert_id"],
+            "30,000 events/s per project",
+        ),
+        "segment": (
+            Segment().limit_rates(window=1.0),
+            "/v1/track",
+            "seg-write-key",
+            lambda e: e["messageId"],
+            "1,000 requests/s per workspace",
+        ),
+    }
+    for offset, (provider, (emulator, path, token, dedup_id, limit)) in enumerate(providers.items()):
+        emulator.start()
+        env = dict(
+            base_env,
+            PEEPSHOW_SINK_TIMEOUT="30",  # the default: a 429 may pause as long as the provider asks
+            PEEPSHOW_SINK_SPOOL_DIR=str(work / f"limits-{provider}"),
+            EVENT_TRACK_PROVIDER=provider,
+            EVENT_TRACK_TOKEN=token,
+            EVENT_TRACK_USER_ID="peepshow-cli",
+            EVENT_TRACK_ENDPOINT=emulator.url + path,
+        )
+        # Last year's runs: Mixpanel refuses events more than an hour in the future.
+        year = time.gmtime().tm_year - 1
+        runs = write(work / f"limits-{provider}.ndjson", manifests(count, offset=(7 + offset) * 10**6, year=year))
+        elapsed = timed(command("event-track"), env, runs)
+        stored = [dedup_id(event) for event in emulator.events]
+        once = len(stored) == len(set(stored)) == count
+        throttled = sum(request.status == 429 for request in emulator.requests)
+        paths = sorted({request.path for request in emulator.requests})
+        line = f"    {provider:<10} {','.join(paths):<10} {elapsed:6.2f} s   429s {throttled:<3}"
+        line += f"  stored {len(set(stored))}/{count} {'exactly once' if once else 'NOT exactly once'}"
+        if provider == "amplitude":
+            floor = count / 1000
+            line += f"   floor {floor:.1f} s (1,000 events/s per user)   {elapsed / floor:.2f}x  (goal <= 1.5x)"
+        else:
+            line += f"   ({limit})"
+            if provider == "segment":
+                line += f", {len(emulator.queued)} queued past 1,000 events/s"
+        print(line)
+        emulator.stop()
 
 
 if __name__ == "__main__":

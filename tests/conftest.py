@@ -86,7 +86,8 @@ def spool(tmp_path):
 def run_sink(shiv_root, spool, tmp_path):
     """run_sink(name, stdin=b"" | str | dict, env={...}, args=[...], timeout=60) -> Result.
 
-    The environment starts empty but for PATH, a private HOME, the session's SHIV_ROOT and a per-test spool.
+    The environment starts empty but for PATH, a private HOME, the session's SHIV_ROOT, a per-test spool and
+    coverage's settings; a variable set to None in `env` is left out.
     """
 
     def run(name, stdin=b"", env=None, args=(), timeout=60, direct=False):
@@ -102,7 +103,14 @@ def run_sink(shiv_root, spool, tmp_path):
             "SHIV_ROOT": shiv_root,
             "PEEPSHOW_SINK_SPOOL_DIR": str(spool),
         }
-        full_env.update({key: value for key, value in (env or {}).items() if value is not None})
+        # coverage measures the zipapp too (pyproject's patch = ["subprocess"]): let its settings through, unless
+        # the test sets them to None (a test of what the sink itself imports).
+        full_env.update({key: value for key, value in os.environ.items() if key.startswith("COVERAGE_")})
+        for key, value in (env or {}).items():
+            if value is None:
+                full_env.pop(key, None)
+            else:
+                full_env[key] = value
         zipapp = DIST / f"{name}.pyz"
         assert zipapp.exists(), f"{zipapp} is missing: run ./build.sh first"
         command = [str(zipapp)] if direct else [sys.executable, str(zipapp)]

@@ -244,7 +244,7 @@ def test_values_are_raw(home):
 def test_sources_name_the_profile_key(home):
     config = resolve({"DATABRICKS_CONFIG_PROFILE": "dev"}, home.folder)
     assert config["sources"]["token"] == "token in [dev] of ~/.databrickscfg"
-    assert "profile [dev] of ~/.databrickscfg" in db.describe_auth(config)
+    assert "profile [dev] of ~/.databrickscfg" in db.describe(config)
 
 
 def test_the_default_section_is_not_inherited(home):
@@ -620,6 +620,17 @@ def test_a_default_profile_alone_configures_the_sink(run_sink, workspace, home):
     assert len(workspace.rows(TABLE)) == 1
     check = run_sink("databricks", b"", {}, args=["--check"])
     assert "ok    auth: pat (personal access token from token in [DEFAULT] of ~/.databrickscfg)" in check.stdout
+
+
+def test_help_says_which_way_in_this_environment_resolves_to(run_sink, workspace, home):
+    home(f"[sp]\nhost = {workspace.url}\nclient_id = {CLIENT_ID}\nclient_secret = {CLIENT_SECRET}\nwarehouse_id = w\n")
+    result = run_sink("databricks", b"", {"DATABRICKS_CONFIG_PROFILE": "sp"}, args=["--help"])
+    assert result.code == 0, result
+    assert f"This environment: oauth-m2m (service principal {CLIENT_ID}" in result.stdout
+    assert "profile [sp] of ~/.databrickscfg" in result.stdout
+    assert CLIENT_SECRET not in result.stdout and workspace.requests == []
+    unset = run_sink("databricks", b"", {}, args=["--help"])
+    assert "This environment: not configured yet (DATABRICKS_HOST is not set" in unset.stdout
 
 
 def test_ambiguity_exits_2_before_any_request(run_sink, workspace):

@@ -304,6 +304,96 @@ def test_throttled_device(amp):
     assert (status, reply["eps_threshold"], reply["throttled_devices"]) == (429, 1000, {"device-12345": 1001})
 
 
+def test_batch_takes_at_most_2000_events_too(amp):
+    status, reply, _ = post(amp, {"api_key": KEY, "events": [event()] * 2001}, path="/batch")
+    assert (status, reply) == (413, {"code": 413, "error": "Payload too large"})
+
+
+# -- documented rate limits (switched on) --------------------------------------------------------------------------
+
+
+def test_batch_throttles_a_user_past_1000_events_per_second(amp):
+    amp.limit_rates(window=1.0)
+    status, _, _ = post(amp, {"api_key": KEY, "events": [event()] * 1000}, path="/batch")
+    assert status == 200
+
+    status, reply, response = post(amp, {"api_key": KEY, "events": [event("other-user"), event()]}, path="/batch")
+    assert (status, reply) == (
+        429,
+        {
+            "code": 429,
+            "error": "Too many requests for some devices and users",
+            "eps_threshold": 1000,
+            "throttled_devices": {},
+            "throttled_users": {"user-12345": 1001},
+            "exceeded_daily_quota_users": {},
+            "exceeded_daily_quota_devices": {},
+            "throttled_events": [1],
+        },
+    )
+    assert "Retry-After" not in response.headers
+    assert len(amp.events) == 1000  # the refused request ingested nothing, not even the other user's event
+
+    amp.clock.now += 1.0
+    status, _, _ = post(amp, {"api_key": KEY, "events": [event()] * 1000}, path="/batch")
+    assert status == 200
+
+
+def test_the_rate_is_a_30_second_average(amp):
+    amp.limit_rates()  # the documented window: 30,000 events of one user in 30 s reach 1000 events per second
+    for _ in range(15):
+        status, _, _ = post(amp, {"api_key": KEY, "events": [event()] * 2000}, path="/batch")
+        assert status == 200
+    status, reply, _ = post(amp, {"api_key": KEY, "events": [event()]}, path="/batch")
+    assert (status, reply["throttled_users"]) == (429, {"user-12345": 1001})
+    amp.clock.now += 29.9
+    assert post(amp, {"api_key": KEY, "events": [event()]}, path="/batch")[0] == 429
+    amp.clock.now += 0.1
+    assert post(amp, {"api_key": KEY, "events": [event()]}, path="/batch")[0] == 200
+
+
+def test_http_api_allows_30_events_per_second_and_counts_apart_from_batch(amp):
+    amp.limit_rates()
+    status, _, _ = post(amp, {"api_key": KEY, "events": [event()] * 900})
+    assert status == 200
+    status, reply, _ = post(amp, {"api_key": KEY, "events": [event()]})
+    assert (status, reply["eps_threshold"], reply["throttled_users"]) == (429, 30, {"user-12345": 31})
+    assert "exceeded_daily_quota_users" not in reply  # not in the documented /2/httpapi 429
+    assert post(amp, {"api_key": KEY, "events": [event()]}, path="/batch")[0] == 200
+
+
+def test_devices_are_throttled_on_their_own(amp):
+    amp.limit_rates(window=1.0, thresholds={"/batch": 2})
+    shared = [event("user-aaaaa", device_id="device-12345"), event("user-bbbbb", device_id="device-12345")]
+    assert post(amp, {"api_key": KEY, "events": shared}, path="/batch")[0] == 200
+    status, reply, _ = post(amp, {"api_key": KEY, "events": [event("user-ccccc", device_id="device-12345")]}, "/batch")
+    assert (status, reply["throttled_devices"], reply["throttled_users"]) == (429, {"device-12345": 3}, {})
+
+
+def test_daily_quota_refuses_a_user_for_a_rolling_24_hours(amp):
+    amp.limit_daily(5)
+    assert post(amp, {"api_key": KEY, "events": [event()] * 5}, path="/batch")[0] == 200
+    status, reply, _ = post(amp, {"api_key": KEY, "events": [event("other-user"), event()]}, path="/batch")
+    assert (status, reply["exceeded_daily_quota_users"], reply["throttled_users"], reply["throttled_events"]) == (
+        429,
+        {"user-12345": 5},
+        {},
+        [1],
+    )
+    assert post(amp, {"api_key": KEY, "events": [event()]})[0] == 429  # every endpoint
+    amp.clock.now += 23 * 3600
+    assert post(amp, {"api_key": KEY, "events": [event()]}, path="/batch")[0] == 429
+    amp.clock.now += 3600  # the hour the events were counted in has left the rolling 24 hours
+    assert post(amp, {"api_key": KEY, "events": [event()]}, path="/batch")[0] == 200
+
+
+def test_reset_switches_the_limits_off(amp):
+    amp.limit_rates(window=1.0, thresholds={"/batch": 1}).limit_daily(1)
+    amp.reset()
+    assert post(amp, {"api_key": KEY, "events": [event()] * 3}, path="/batch")[0] == 200
+    assert post(amp, {"api_key": KEY, "events": [event()] * 3}, path="/batch")[0] == 200
+
+
 # -- deduplication ------------------------------------------------------------------------------------------------
 
 

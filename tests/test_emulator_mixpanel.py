@@ -295,6 +295,62 @@ def test_import_and_track_share_the_dedup_store(http, mp):
     assert mp.events[0]["endpoint"] == "/import"
 
 
+# -- the documented rate limit (switched on) -------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self, now=NOW):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def test_import_past_the_project_rate_is_429_without_retry_after(http, mp):
+    mp.now = clock = Clock()
+    mp.limit_rates(window=1.0, events_per_second=3)
+    assert import_(http, mp, [event(insert_id=f"run-{n}") for n in range(3)])[0] == 200
+    response = http.request(
+        "POST",
+        mp.url + "/import?strict=1",
+        body=json.dumps([event(insert_id="run-3")]).encode(),
+        headers={"Content-Type": "application/json", "Authorization": auth(TOKEN)},
+    )
+    assert response.status == 429
+    assert json.loads(response.data) == {
+        "code": 429,
+        "error": "Project exceeded rate limits. Please retry the request with exponential backoff.",
+        "status": "Too Many Requests",
+    }
+    assert "Retry-After" not in response.headers
+    assert len(mp.events) == 3
+    clock.now += 1
+    assert import_(http, mp, [event(insert_id="run-3")])[0] == 200
+
+
+def test_the_documented_rate_is_30000_events_per_second(http, mp):
+    mp.now = Clock()
+    mp.limit_rates(window=1.0)
+    batch = [event(insert_id=f"run-{n}") for n in range(2000)]
+    for _ in range(15):
+        assert import_(http, mp, batch)[0] == 200
+    assert import_(http, mp, batch[:1])[0] == 429
+
+
+def test_track_shares_the_limit_and_uncompressed_bytes_count(http, mp):
+    mp.now = Clock()
+    raw = json.dumps([event(insert_id="run-1")]).encode()
+    mp.limit_rates(window=60.0, bytes_per_minute=len(raw) + 10)
+    status, _ = import_(http, mp, gzip.compress(raw), headers={"Content-Encoding": "gzip"})
+    assert status == 200
+    body = urllib.parse.urlencode({"data": json.dumps(event(insert_id="run-2")), "verbose": "1"})
+    response = http.request(
+        "POST", mp.url + "/track", body=body, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status == 429
+    assert len(mp.events) == 1
+
+
 # -- plumbing -----------------------------------------------------------------------------------------------------
 
 

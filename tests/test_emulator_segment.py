@@ -232,3 +232,49 @@ def test_runs_standalone_with_its_own_write_key(http):
         body = json.dumps(message(writeKey="cli-key")).encode()
         response = http.request("POST", url + "/v1/track", body=body, headers={"Content-Type": "application/json"})
         assert (response.status, json.loads(response.data)) == SUCCESS
+
+
+# -- the documented rate limits (switched on) -----------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self, now=1_800_000_000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def test_requests_past_the_workspace_rate_get_429_with_retry_after(http, seg):
+    seg.clock = clock = Clock()
+    seg.limit_rates(window=1.0, requests_per_second=2)
+    for number in range(2):
+        assert post(http, seg, message(f"msg-{number}")) == SUCCESS
+    response = http.request(
+        "POST",
+        seg.url + "/v1/batch",
+        body=json.dumps(batch(message("msg-2"))).encode(),
+        headers={"Content-Type": "application/json", "Authorization": basic(KEY)},
+    )
+    assert response.status == 429
+    assert (response.headers["Retry-After"], response.headers["X-RateLimit-Reset"]) == ("1", "1")
+    assert len(seg.events) == 2
+    clock.now += 1.0
+    assert post(http, seg, batch(message("msg-2")), path="/v1/batch") == SUCCESS
+
+
+def test_events_past_the_workspace_rate_are_queued_not_refused(http, seg):
+    seg.clock = Clock()
+    seg.limit_rates(window=1.0, events_per_second=3)
+    sent = batch(*(message(f"msg-{number}") for number in range(5)))
+    assert post(http, seg, sent, path="/v1/batch") == SUCCESS
+    assert len(seg.events) == 5
+    assert [item["messageId"] for item in seg.queued] == ["msg-3", "msg-4"]
+
+
+def test_reset_switches_the_limits_off(http, seg):
+    seg.clock = Clock()
+    seg.limit_rates(window=1.0, requests_per_second=1)
+    seg.reset()
+    for number in range(3):
+        assert post(http, seg, message(f"msg-{number}")) == SUCCESS

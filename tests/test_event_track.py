@@ -5,6 +5,7 @@ import os
 import pty
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -338,10 +339,13 @@ def test_fit_json_shortens_values_not_the_json():
     assert json.loads(event_track.fit_json(many, 255))
 
 
-def test_batch_url_replaces_the_last_segment():
+def test_batch_url_replaces_the_last_segment_or_the_whole_path():
     assert event_track.batch_url("https://api.mixpanel.com/track", "import") == "https://api.mixpanel.com/import"
     assert event_track.batch_url("https://x.example/v1/track?x=1", "batch") == "https://x.example/v1/batch?x=1"
-    assert event_track.batch_url("https://api2.amplitude.com/2/httpapi", None) == "https://api2.amplitude.com/2/httpapi"
+    assert event_track.batch_url("https://api2.amplitude.com/2/httpapi", "/batch") == "https://api2.amplitude.com/batch"
+    assert (
+        event_track.batch_url("http://127.0.0.1:8080/amp/2/httpapi?a=1", "/batch") == "http://127.0.0.1:8080/batch?a=1"
+    )
 
 
 # -- regions and preflight -----------------------------------------------------------------------------------------
@@ -412,7 +416,7 @@ def test_backfill_batches_and_skips_what_was_delivered(run_sink, analytics):
         run = fixture("manifest.json")
         run["outputDir"] = f"/tmp/peepshow-backfill-{number}"
         runs.append(json.dumps(run))
-    for provider, batch_path in (("mixpanel", "/import"), ("amplitude", "/2/httpapi"), ("segment", "/v1/batch")):
+    for provider, batch_path in (("mixpanel", "/import"), ("amplitude", "/batch"), ("segment", "/v1/batch")):
         emulator, env = analytics(provider)
         result = run_sink("event-track", "\n".join(runs), env)
         assert result.code == 0, result
@@ -554,3 +558,231 @@ def test_a_closed_stdin_reads_as_empty(analytics, shiv_root, spool):
     )
     assert completed.returncode == 4
     assert completed.stderr.decode().startswith("event-track: stdin is empty")
+
+
+# -- rate limits ---------------------------------------------------------------------------------------------------
+
+
+def _backfill(prefix, count):
+    """`count` distinct manifests of one user, as NDJSON."""
+    run = fixture("manifest.json")
+    return "\n".join(json.dumps(dict(run, outputDir=f"/tmp/{prefix}-{number}")) for number in range(count))
+
+
+def _sent(emulator, key):
+    """Every event id the emulator received, 429s and resends included."""
+    ids = []
+    for request in emulator.requests:
+        body = request.json()
+        items = body["events"] if isinstance(body, dict) and "events" in body else body
+        items = items.get("batch", [items]) if isinstance(items, dict) else items
+        ids += [key(item) for item in items]
+    return ids
+
+
+def test_amplitude_backfill_paces_one_user_under_1000_events_per_second(run_sink, analytics):
+    # The documented /batch limit, checked over 1-second windows: stricter than Amplitude's 30-second average, so a
+    # sink that sends faster than 1000 events/s meets 429s here (and waits 15 s after each).
+    emulator, env = analytics("amplitude")
+    emulator.limit_rates(window=1.0)
+    result = run_sink("event-track", _backfill("peepshow-paced", 5000), env)
+    assert result.code == 0, result
+    assert result.stderr.strip() == "event-track: 5000 delivered"
+    assert {request.path for request in emulator.requests} == {"/batch"}
+    assert len({event["insert_id"] for event in emulator.events}) == len(emulator.events) == 5000
+    assert all(len(request.json()["events"]) <= 1000 for request in emulator.requests)
+    assert sum(request.status == 429 for request in emulator.requests) <= 1
+    assert result.elapsed >= 4.0, "5000 events of one user cannot go out faster than the limit allows"
+
+
+def test_amplitude_429_pauses_then_sends_the_same_events_again(run_sink, analytics):
+    emulator, env = analytics("amplitude", PEEPSHOW_SINK_TIMEOUT="3")
+    emulator.throttle_user("peepshow-cli", times=1)
+    result = run_sink("event-track", _backfill("peepshow-throttled", 3), env)
+    assert result.code == 0, result
+    first, again = emulator.requests
+    assert (first.status, again.status) == (429, 200)
+    assert first.body == again.body  # the same events, the same insert_ids: nothing lost, nothing doubled
+    # Amplitude asks for 15 s and sends no Retry-After; the pause is cut to what the request's deadline leaves.
+    assert 1.5 <= again.received_at - first.received_at <= 3
+    assert len(emulator.events) == 3
+
+
+def test_amplitude_throttled_past_the_deadline_keeps_the_runs(run_sink, analytics, spool):
+    emulator, env = analytics("amplitude", PEEPSHOW_SINK_TIMEOUT="3")
+    emulator.throttle_user("peepshow-cli", times=100)
+    result = run_sink("event-track", _backfill("peepshow-throttled-long", 3), env)
+    assert result.code == 5, result
+    assert "HTTP 429" in result.stderr and "PEEPSHOW_SINK_TIMEOUT" in result.stderr
+    assert len(emulator.requests) == 2  # a pause, one more try, then the runs wait in the spool: no storm
+    assert len(list((spool / "event-track").glob("*.json"))) == 3
+    emulator.reset()
+    flushed = run_sink("event-track", b"", env, args=["--flush"])
+    assert flushed.code == 0, flushed
+    assert [request.path for request in emulator.requests] == ["/batch"]
+    assert len(emulator.events) == 3
+
+
+def test_amplitude_daily_quota_stops_the_users_events_and_keeps_them(run_sink, analytics, spool):
+    emulator, env = analytics("amplitude")
+    emulator.limit_daily(600)
+    result = run_sink("event-track", _backfill("peepshow-quota", 1200), env)
+    assert result.code == 5, result
+    # 1000 events went in (the count was under the quota before each request), the next request met the quota,
+    # and nothing more was sent.
+    assert [request.status for request in emulator.requests] == [200, 200, 429]
+    assert len(emulator.events) == 1000
+    assert result.stderr.splitlines() == [
+        "event-track: 1000 delivered, 200 kept",
+        "event-track: stopped: Amplitude's daily quota for user_id 'peepshow-cli' is used up (1,000 events in the "
+        "last 24 hours; the limit is 500,000 in a rolling 24 hours, and frees up hour by hour) "
+        f"(200 run(s) kept in {spool / 'event-track'}: `event-track --flush` delivers them)",
+    ]
+    assert len(list((spool / "event-track").glob("*.json"))) == 200
+
+    now = time.time()
+    emulator.clock = lambda: now + 24 * 3600  # a day later the quota has freed up
+    flushed = run_sink("event-track", b"", env, args=["--flush"])
+    assert flushed.code == 0, flushed
+    assert {request.path for request in emulator.requests} == {"/batch"}
+    assert len({event["insert_id"] for event in emulator.events}) == len(emulator.events) == 1200
+
+
+def test_mixpanel_backfill_within_its_limit_and_past_a_smaller_one(run_sink, analytics):
+    emulator, env = analytics("mixpanel", PEEPSHOW_SINK_TIMEOUT="3")
+    emulator.limit_rates(window=1.0)  # the documented 30,000 events/s and 2 GB/minute per project
+    result = run_sink("event-track", _backfill("peepshow-mp", 3000), env)
+    assert result.code == 0, result
+    assert {request.status for request in emulator.requests} == {200}
+    assert len(emulator.events) == 3000
+
+    emulator.reset()
+    emulator.limit_rates(window=1.0, events_per_second=600)
+    result = run_sink("event-track", _backfill("peepshow-mp-small", 1000), env)  # two requests of 500 events
+    assert result.code == 0, result
+    assert [request.status for request in emulator.requests] == [200, 429, 200]
+    assert emulator.requests[2].received_at - emulator.requests[1].received_at >= 1.0  # backed off, no Retry-After
+    sent = _sent(emulator, lambda event: event["properties"]["$insert_id"])
+    assert len(sent) == 1500 and len(set(sent)) == len(emulator.events) == 1000
+
+
+def test_segment_backfill_within_its_limit_and_past_a_smaller_one(run_sink, analytics):
+    emulator, env = analytics("segment", PEEPSHOW_SINK_TIMEOUT="3")
+    emulator.limit_rates(window=1.0)  # the documented 1,000 requests/s per workspace
+    result = run_sink("event-track", _backfill("peepshow-seg", 3000), env)
+    assert result.code == 0, result
+    assert {request.status for request in emulator.requests} == {200}
+    assert len(emulator.events) == 3000  # past 1,000 events/s Segment queues, it does not refuse
+
+    emulator.reset()
+    emulator.limit_rates(window=1.0, requests_per_second=1)
+    result = run_sink("event-track", _backfill("peepshow-seg-small", 1500), env)  # three requests of 500 events
+    assert result.code == 0, result
+    assert [request.status for request in emulator.requests] == [200, 429, 200, 429, 200]
+    for throttled, again in ((1, 2), (3, 4)):  # Retry-After: 1, honoured
+        assert emulator.requests[again].received_at - emulator.requests[throttled].received_at >= 0.95
+    assert len({event["messageId"] for event in emulator.events}) == len(emulator.events) == 1500
+
+
+# -- pacing and 429 advice (in-process) ----------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _schedule(limit, requests, events, size=0):
+    """When each of `requests` requests of `events` events would go out, paced for `limit`, sent instantly."""
+    clock = FakeClock()
+    pace = event_track.Pace(event_track.RATE_LIMITS[limit], clock)
+    times = []
+    for _ in range(requests):
+        clock.now += pace.book({"events": events, "bytes": size, "requests": 1})
+        times.append(clock.now)
+    return times
+
+
+def _busiest(times, each, window=1.0):
+    """The most any `window` seconds carry."""
+    return max(sum(each for other in times if start <= other < start + window) for start in times)
+
+
+def test_pace_keeps_amplitude_batch_under_1000_events_in_every_second():
+    times = _schedule("amplitude_batch", 20, 500)  # a 10,000-run backfill in the sink's 500-event requests
+    assert _busiest(times, 500) <= 1000
+    assert 9.0 <= times[-1] <= 1.5 * 10  # the floor is 10 s at 1000 events/s; the goal is within 1.5x of it
+
+
+def test_pace_keeps_mixpanel_under_its_events_and_bytes():
+    times = _schedule("mixpanel", 40, 2000, size=300_000)
+    assert _busiest(times, 2000) <= 30_000
+    times = _schedule("mixpanel", 400, 2000, size=9 * 1024 * 1024)  # 2 GB a minute binds first for big events
+    assert _busiest(times, 9 * 1024 * 1024, window=60.0) <= 2e9
+
+
+def test_pace_slows_down_after_a_429_and_heeds_the_threshold():
+    pace = event_track.Pace(event_track.RATE_LIMITS["amplitude_batch"], FakeClock())
+    pace.slow_down()
+    assert pace.rates["events"] == 450
+    pace.slow_down(threshold=300)  # the 429 body's eps_threshold: this project's own, lower limit
+    assert pace.rates["events"] == 225
+    for _ in range(10):
+        pace.slow_down(threshold=300)
+    assert pace.rates["events"] == 30  # never below a tenth of the limit
+
+
+def _response(status=429, body=None, headers=None):
+    return event_track.sink.Response(status, headers or {}, json.dumps(body or {}).encode())
+
+
+def test_throttle_pause_prefers_retry_after_then_the_providers_advice():
+    ctx = {"http": {"urllib3": event_track.sink.load_urllib3()}}
+    batch, live = {"limit": "amplitude_batch"}, {"limit": "amplitude_http"}
+    assert event_track.throttle_pause(ctx, batch, _response(headers={"Retry-After": "4"}), 1) == 4
+    assert event_track.throttle_pause(ctx, {"limit": "segment"}, _response(headers={"X-RateLimit-Reset": "2"}), 1) == 2
+    assert event_track.throttle_pause(ctx, batch, _response(), 1) == 15  # "for example, 15 seconds"
+    assert event_track.throttle_pause(ctx, live, _response(), 1) == 30  # "a period of 30 seconds"
+    assert 3 <= event_track.throttle_pause(ctx, {"limit": "mixpanel"}, _response(), 1) <= 7  # 2 s + 1-5 s jitter
+    assert 61 <= event_track.throttle_pause(ctx, {"limit": "mixpanel"}, _response(), 9) <= 65  # capped at 60 s
+
+
+def test_daily_quota_is_read_from_the_429_body():
+    config = {"provider": "amplitude", "user_id": "peepshow-cli"}
+    users = _response(body={"code": 429, "exceeded_daily_quota_users": {"peepshow-cli": 500200}})
+    error = event_track.daily_quota_error(config, users)
+    assert error.transient and not error.run
+    assert "user_id 'peepshow-cli'" in error.message and "500,200 events" in error.message
+    devices = _response(body={"code": 429, "exceeded_daily_quota_users": {}, "exceeded_daily_quota_devices": {"d1": 9}})
+    assert "device_id 'd1'" in event_track.daily_quota_error(config, devices).message
+    throttled = _response(body={"throttled_users": {"peepshow-cli": 1200}, "exceeded_daily_quota_users": {}})
+    assert event_track.daily_quota_error(config, throttled) is None
+    other = _response(body={"code": 429, "exceeded_daily_quota_users": {"someone-else": 600000}})
+    assert event_track.daily_quota_error(config, other) is None
+    assert event_track.daily_quota_error(dict(config, provider="mixpanel"), users) is None
+
+
+def test_amplitude_silenced_events_are_the_runs_own_failure():
+    config = {"provider": "amplitude", "user_id": "peepshow-cli"}
+    body = {"code": 400, "error": "Events silenced for device_id", "silenced_devices": ["d1"], "silenced_events": [1]}
+    failures = event_track.parse_response(config, {"rows": [0, 1], "url": "/batch"}, _response(400, body))
+    assert list(failures) == [1]
+    assert failures[1].run and "silenced" in failures[1].message
+
+
+def test_a_live_amplitude_run_throttled_is_kept_at_once_not_held_for_30_seconds(run_sink, analytics, spool):
+    # peepshow waits for its sinks: Amplitude's advice to pause 30 s is for a backfill, not for one run.
+    emulator, env = analytics("amplitude")
+    emulator.throttle_user("peepshow-cli", times=1)
+    result = run_sink("event-track", fixture_bytes("run-full.json"), env)
+    assert result.code == 5 and result.elapsed < 5, result
+    assert "HTTP 429" in result.stderr and "kept" in result.stderr
+    assert [request.path for request in emulator.requests] == ["/2/httpapi"]
+    assert len(list((spool / "event-track").glob("*.json"))) == 1
+    # The next run delivers itself, then replays the kept one through /batch.
+    assert run_sink("event-track", fixture_bytes("run-minimal.json"), env).code == 0
+    assert [request.path for request in emulator.requests][1:] == ["/2/httpapi", "/batch"]
+    assert len(emulator.events) == 2

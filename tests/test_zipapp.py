@@ -342,7 +342,7 @@ def test_start_up_imports_only_what_the_run_needs(run_sink, analytics, args, std
     emulator, env = analytics("segment")
     # The first run of a build unpacks it (shiv's compileall may start a process pool): a one-off, not start-up.
     assert run_sink(NAME, args=["--version"]).code == 0
-    result = run_sink(NAME, stdin, dict(env, PYTHONPROFILEIMPORTTIME="1"), args=args)
+    result = run_sink(NAME, stdin, dict(env, PYTHONPROFILEIMPORTTIME="1", COVERAGE_PROCESS_CONFIG=None), args=args)
     assert result.code == 0, result
     names = imported(result)
     if args and "_bootstrap" not in names:

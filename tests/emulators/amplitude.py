@@ -5,7 +5,8 @@ Sources, cited below by these short names:
               (2024) and its predecessor Amplitude-Developer-Docs/amplitude-dev-center
               docs/analytics/apis/http-v2-api.md (2022)
   [v2-2026]   amplitude.com/docs/apis/analytics/http-v2 and .../http-api-batching-retries (2026 revisions)
-  [batch-docs] amplitude.com/docs/apis/analytics/batch-event-upload
+  [batch-docs] amplitude.com/docs/apis/analytics/batch-event-upload, and its source in amplitude/amplitude-docs
+              content/collections/api/en/batch-event-upload.md ("Code 429 explained", "EPDS and EPUS", "Daily limit")
   [py-sdk]    amplitude-analytics (Amplitude-Python) src/amplitude: http_client.py, processor.py, utils.py,
               constants.py
   [kotlin-105] github.com/amplitude/Amplitude-Kotlin/issues/105 (a real 400 body, captured request included)
@@ -19,8 +20,20 @@ What a test uses:
   .duplicates      accepted events that deduplication dropped (same insert_id, same device or user, 7 days)
   .throttle_user(user_id, times=1) / .throttle_device(device_id, times=1)
                    the next `times` requests that contain that id answer 429 and ingest nothing
-  .reset()         forgets requests, faults, events, switches and the deduplication memory
-  .clock           seconds since the epoch; replace it to move time (the 7-day window, server_upload_time)
+  .limit_rates(window=30.0, thresholds=None)
+                   enforce the documented events per second per user and per device, per endpoint (30 on
+                   /2/httpapi, 1000 on /batch, or `thresholds` {path: eps}), averaged over `window` seconds
+  .limit_daily(quota=500_000)
+                   enforce the daily quota per user and per device: a rolling 24 hours counted by the hour
+  .reset()         forgets requests, faults, events, switches (limits off) and the deduplication memory
+  .clock           seconds since the epoch; replace it to move time (the 7-day window, server_upload_time, the
+                   rate window and the daily quota)
+
+Where SPEC §2 and the docs differ (the docs win here): SPEC says the per-user rates are "an average over a recent
+window"; [batch-docs] names the window for /batch, 30 seconds, and tells callers not to measure the rate themselves
+but to wait "a short period (for example, 15 seconds)" after a 429. /batch also caps a request at 2000 events, which
+SPEC leaves out (it names only the 20 MB). The daily quota (500,000 events per id per rolling 24 hours) is not in
+SPEC at all beyond the two body fields.
 
 Run alone: python -m tests.emulators.amplitude --port N [--api-key K ...]
 """
@@ -28,10 +41,11 @@ Run alone: python -m tests.emulators.amplitude --port N [--api-key K ...]
 import argparse
 import gzip
 import json
+import math
 import time
 import zlib
 
-from tests.emulators.base import Emulator, Reply, serve_forever, truncate_strings
+from tests.emulators.base import Emulator, RateWindow, Reply, serve_forever, truncate_strings
 
 HTTP_API_PATH = "/2/httpapi"
 BATCH_PATH = "/batch"
@@ -42,12 +56,26 @@ BATCH_PATH = "/batch"
 MAX_BODY_BYTES = {HTTP_API_PATH: 1_000_000, BATCH_PATH: 20_000_000}
 
 # "fewer than 2000 events per request ... you get a 413" [v2-docs]; "Up to 2,000 events", counted after a gzip body
-# is decompressed [v2-2026]. The Batch API documents only its byte limit, so only /2/httpapi counts events.
+# is decompressed [v2-2026]; /batch: "Payload size is too big (request size exceeds 20MB) ... The limit per batch is
+# 2000 events" [batch-docs, its 413 row].
 MAX_EVENTS_PER_REQUEST = 2000
 
-# Events per second per user or device before a 429: 30 on /2/httpapi (the 2024 docs; older revisions said 10),
-# 1000 on /batch [v2-docs, batch-docs]. Only reported in the 429 body here: throttling is driven by the switches.
+# Events per second per user or device before a 429: 30 on /2/httpapi ("measured as an average over a recent time
+# window"; the 2024 docs, older revisions said 10) and 1000 on /batch [v2-docs, batch-docs]. Amplitude calls these
+# rates EPUS and EPDS, "both averaged over a period of 30 seconds": "to reach an EPDS limit of 1000, a device must
+# send 30,000 events in a 30-second period" [batch-docs]. Modelled as a sliding window per project (API key), per
+# endpoint, per user_id and per device_id. Not documented, and chosen here: the events of a refused request do not
+# count; the two endpoints count apart; an event without device_id counts for its user only (Amplitude sets such an
+# event's device_id to a hash of the user_id [batch-docs], which would count the same events again under one id).
 EPS_THRESHOLD = {HTTP_API_PATH: 30, BATCH_PATH: 1000}
+RATE_WINDOW_SECONDS = 30.0
+
+# "After a user or device has hit the 500,000 event daily limit for a particular project, Amplitude rejects batches
+# that contain the user or device ID ... a 429 response with a body indicating exceeded_daily_quota_users or
+# exceeded_daily_quota_devices"; "The 24 hour rolling period applies in one-hour intervals" [batch-docs]. The real
+# service starts counting only once it "determines that a user/device is spamming the system"; when switched on
+# here, it counts from the start. Each id's value in the body is its count of the last 24 hours [batch-docs].
+DAILY_QUOTA = 500_000
 
 # "Device IDs and User IDs must be strings with a length of 5 characters or more ... Override the default minimum
 # length of 5 characters by passing the `min_id_length` option" [v2-docs].
@@ -131,7 +159,12 @@ class Amplitude(Emulator):
         self.duplicates = []
         self.throttled_users = {}  # user_id -> requests left to answer 429
         self.throttled_devices = {}  # device_id -> requests left to answer 429
+        self.rate_window = None  # seconds the events per second are averaged over; None: rates not enforced
+        self.eps_threshold = dict(EPS_THRESHOLD)
+        self.daily_quota = None  # events per id in a rolling 24 hours; None: not enforced
         self._seen = {}  # (api_key, "device"/"user", id, insert_id) -> when it was first accepted
+        self._rates = {}  # (api_key, path, "user"/"device", id) -> RateWindow of its events
+        self._daily = {}  # (api_key, "user"/"device", id) -> {hour since the epoch: events}
 
     def reset(self):
         with self.lock:
@@ -140,7 +173,12 @@ class Amplitude(Emulator):
             self.duplicates.clear()
             self.throttled_users.clear()
             self.throttled_devices.clear()
+            self.rate_window = None
+            self.eps_threshold = dict(EPS_THRESHOLD)
+            self.daily_quota = None
             self._seen.clear()
+            self._rates.clear()
+            self._daily.clear()
 
     # -- switches ---------------------------------------------------------------------------------------------
 
@@ -154,6 +192,22 @@ class Amplitude(Emulator):
         """Answer 429 to the next `times` requests that carry an event of `device_id`."""
         with self.lock:
             self.throttled_devices[str(device_id)] = times
+        return self
+
+    def limit_rates(self, window=RATE_WINDOW_SECONDS, thresholds=None):
+        """Refuse (429) a request that takes a user's or a device's events per second, averaged over `window`
+        seconds, past its endpoint's threshold (`thresholds` {path: eps} replaces the documented ones)."""
+        with self.lock:
+            self.rate_window = window
+            self.eps_threshold = dict(EPS_THRESHOLD, **(thresholds or {}))
+            self._rates.clear()
+        return self
+
+    def limit_daily(self, quota=DAILY_QUOTA):
+        """Refuse (429) every request with a user or device that has `quota` events in the last 24 hours."""
+        with self.lock:
+            self.daily_quota = quota
+            self._daily.clear()
         return self
 
     # -- request handling -------------------------------------------------------------------------------------
@@ -191,7 +245,7 @@ class Amplitude(Emulator):
         events = body["events"]
         if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
             return _error(400, "Invalid event JSON")
-        if request.path == HTTP_API_PATH and len(events) > MAX_EVENTS_PER_REQUEST:
+        if len(events) > MAX_EVENTS_PER_REQUEST:
             return _error(413, "Payload too large")
 
         options = body.get("options")
@@ -205,7 +259,7 @@ class Amplitude(Emulator):
 
         stored = [truncate_strings(event, MAX_STRING_LENGTH) for event in events]
         with self.lock:
-            throttled = self._take_throttle(request.path, stored)
+            throttled = self._throttle(api_key, request.path, stored)
             if throttled:
                 return throttled
             self._ingest(api_key, stored)
@@ -307,41 +361,83 @@ class Amplitude(Emulator):
             fields["events_with_invalid_id_lengths"] = short
         return _error(400, message, **fields)
 
-    def _take_throttle(self, path, events):
-        """The 429 for a request that carries a throttled user or device, using up one of its turns; else None.
+    def _throttle(self, api_key, path, events):
+        """The 429 for a request that carries a throttled user or device, or one over its daily quota; else None,
+        and the request's events are counted. Call with the lock held.
 
-        The body follows the documented 429 [v2-docs]; the real service sends no Retry-After, and the SDK waits
-        30 s before retrying the throttled events and retries the others at once [py-sdk processor.py], so the
-        whole request is refused. Call with the lock held.
+        The body follows the documented 429 [v2-docs, batch-docs]: `throttled_users` / `throttled_devices` map each
+        id to its current events per second, the daily-quota maps each id to its count of the last 24 hours, and
+        `throttled_events` lists the indexes of the events of all of them. The real service sends no Retry-After, and
+        the whole request is refused: the SDK waits 30 s before retrying the throttled events, retries the others
+        at once and drops the ones over the daily quota [py-sdk processor.py].
         """
-        users, devices, indexes = {}, {}, []
+        threshold = self.eps_threshold[path]
+        ids = {}  # ("user"/"device", id) -> indexes of its events in this request
         for index, event in enumerate(events):
-            user_id = event.get("user_id")
-            device_id = event.get("device_id")
-            hit = False
-            if user_id is not None and self.throttled_users.get(str(user_id), 0) > 0:
-                users[str(user_id)] = EPS_THRESHOLD[path] + 1
-                hit = True
-            if device_id is not None and self.throttled_devices.get(str(device_id), 0) > 0:
-                devices[str(device_id)] = EPS_THRESHOLD[path] + 1
-                hit = True
-            if hit:
-                indexes.append(index)
-        if not indexes:
-            return None
-        for table, hits in ((self.throttled_users, users), (self.throttled_devices, devices)):
-            for key in hits:
-                table[key] -= 1
-                if table[key] <= 0:
-                    del table[key]
-        return _error(
-            429,
-            "Too many requests for some devices and users",
-            eps_threshold=EPS_THRESHOLD[path],
-            throttled_devices=devices,
-            throttled_users=users,
-            throttled_events=indexes,
+            for kind in ("user", "device"):
+                if event.get(f"{kind}_id") is not None:
+                    ids.setdefault((kind, str(event[f"{kind}_id"])), []).append(index)
+        throttled = {"user": {}, "device": {}}
+        over_quota = {"user": {}, "device": {}}
+        switched = []
+        for (kind, value), indexes in ids.items():
+            switch = self.throttled_users if kind == "user" else self.throttled_devices
+            if switch.get(value, 0) > 0:
+                throttled[kind][value] = threshold + 1
+                switched.append((switch, value))
+            elif self.rate_window:
+                window = self._rates.setdefault((api_key, path, kind, value), RateWindow(self.rate_window, self.clock))
+                rate = (window.current() + len(indexes)) / self.rate_window
+                if rate > threshold:
+                    throttled[kind][value] = math.ceil(rate)
+            if self.daily_quota is not None:
+                used = self._daily_count(api_key, kind, value)
+                if used >= self.daily_quota:
+                    over_quota[kind][value] = used
+        refused = sorted(
+            {
+                index
+                for (kind, value), indexes in ids.items()
+                if value in throttled[kind] or value in over_quota[kind]
+                for index in indexes
+            }
         )
+        if not refused:
+            self._count(api_key, path, ids)
+            return None
+        for switch, value in switched:
+            switch[value] -= 1
+            if switch[value] <= 0:
+                del switch[value]
+        fields = {
+            "eps_threshold": threshold,
+            "throttled_devices": throttled["device"],
+            "throttled_users": throttled["user"],
+        }
+        # /batch documents its 429 with both daily-quota maps; /2/httpapi's example has neither.
+        if path == BATCH_PATH or over_quota["user"] or over_quota["device"]:
+            fields["exceeded_daily_quota_users"] = over_quota["user"]
+            fields["exceeded_daily_quota_devices"] = over_quota["device"]
+        fields["throttled_events"] = refused
+        return _error(429, "Too many requests for some devices and users", **fields)
+
+    def _count(self, api_key, path, ids):
+        """Count an accepted request's events in the rate windows and the daily quota. Call with the lock held."""
+        hour = int(self.clock() // 3600)
+        for (kind, value), indexes in ids.items():
+            if self.rate_window:
+                self._rates[(api_key, path, kind, value)].add(len(indexes))
+            if self.daily_quota is not None:
+                hours = self._daily.setdefault((api_key, kind, value), {})
+                hours[hour] = hours.get(hour, 0) + len(indexes)
+
+    def _daily_count(self, api_key, kind, value):
+        """Events of this id in the rolling 24 hours, which move by the hour. Call with the lock held."""
+        hour = int(self.clock() // 3600)
+        hours = self._daily.get((api_key, kind, value), {})
+        for old in [counted for counted in hours if counted <= hour - 24]:
+            del hours[old]
+        return sum(hours.values())
 
     def _ingest(self, api_key, events):
         """Store events, dropping those whose insert_id this device (or, without a device_id, this user) sent in

@@ -13,6 +13,7 @@ Faults (consumed one per request, oldest first; `times=None` keeps one forever):
   trickle  send the status line, then one header byte every `interval` seconds until the server stops
 """
 
+import collections
 import json
 import threading
 import time
@@ -30,6 +31,7 @@ class Request:
         self.headers = {name.lower(): value for name, value in headers.items()}
         self.body = body
         self.received_at = time.time()
+        self.status = None  # the status the emulator answered (None: no answer, a dropped connection)
 
     def header(self, name, default=None):
         return self.headers.get(name.lower(), default)
@@ -209,6 +211,7 @@ class Emulator(LoopbackServer):
                 return
         except Exception as error:  # an emulator bug must show up as a 500 the test sees, not a hung client
             reply = Reply(500, {"emulator_error": repr(error)})
+        request.status = reply.status
         self._write(handler, reply)
 
     def _write(self, handler, reply):
@@ -273,6 +276,38 @@ def truncate_strings(value, limit):
     if isinstance(value, dict):
         return {key: truncate_strings(item, limit) for key, item in value.items()}
     return value
+
+
+class RateWindow:
+    """What was counted over the trailing `seconds` on `clock`: how the services measure a rate.
+
+    Rate limits are switchable in every emulator and off by default. Tests switch them on with a short window: a
+    sender that never puts more than rate x 1 s into any second never exceeds rate x 30 s in any 30 seconds either,
+    so a short window is the stricter check and costs no real time.
+    """
+
+    def __init__(self, seconds, clock):
+        self.seconds = seconds
+        self.clock = clock
+        self.entries = collections.deque()  # (when, amount), oldest first
+        self.total = 0
+
+    def current(self):
+        """The amount counted in the window that ends now."""
+        now = self.clock()
+        while self.entries and self.entries[0][0] <= now - self.seconds:
+            self.total -= self.entries.popleft()[1]
+        return self.total
+
+    def add(self, amount):
+        self.entries.append((self.clock(), amount))
+        self.total += amount
+
+    def frees_in(self):
+        """Seconds until the oldest counted amount leaves the window (0 when the window is empty)."""
+        if not self.entries:
+            return 0.0
+        return max(0.0, self.entries[0][0] + self.seconds - self.clock())
 
 
 def serve_forever(emulator, port):

@@ -3,6 +3,7 @@
     emulator = Mixpanel(tokens=("mp-token",), secrets=("mp-secret",), now=lambda: 1_800_000_000)
     emulator.events    # accepted events, deduplicated: {"event", "properties", "endpoint"}
     emulator.dropped   # events the service took with a success reply and then threw away: {"event", "reason"}
+    emulator.limit_rates(window=60.0)  # enforce the project's ingestion rate limit (off by default; see below)
 
 Behaviour copied from the real service, with where each fact comes from:
 - Mixpanel OpenAPI spec (github.com/mixpanel/docs, openapi/src/ingestion.openapi.yaml):
@@ -22,11 +23,21 @@ Behaviour copied from the real service, with where each fact comes from:
   as Basic user name with an empty password, or the project secret), 413-payload-too-large (the 2000-event and
   10MB caps are separate 413 causes), historical-events-not-appearing (/track answers success and silently drops
   events older than 5 days)}; a /track time in the future is replaced by the ingestion time.
+- Rate limit: docs.mixpanel.com/reference/rate-limits and /troubleshooting/errors/429-rate-limit-exceeded: per
+  project, "2GB of uncompressed JSON/minute or ~30k events per second, measured on a rolling 1 minute basis", /track
+  with "the same limits as /import"; past it a 429 with body `{"code": 429, "error": "Project exceeded rate limits.
+  Please retry the request with exponential backoff.", "status": "Too Many Requests"}` and no Retry-After ("The API
+  reference doesn't document a Retry-After header"). Modelled as a sliding window over the emulator's clock; one
+  emulator is one project; a refused request counts for nothing (not verified); "2GB" is read as 2 * 10**9 bytes.
 - Old `/track?data=<base64>` requests (mixpanel.com/api/docs/specification, the pre-requests mixpanel-python
   consumer) and GET with `data` in the query string.
 - `{"status": 0, "error": "token, missing or empty"}` for a missing token: seen from the live API
   (github.com/agileseason/agileseason-v1 issue 530). An unknown token is accepted with status 1 and the event
   goes nowhere (mixpanel-node issue 59: the token is matched to a project outside the request cycle).
+
+SPEC §2 names no Mixpanel rate limit and says to honour Retry-After; Mixpanel documents the per-project limit above,
+sends no Retry-After, and advises backing off (2 s doubling to 60 s, plus 1-5 s of jitter) rather than pacing
+requests with a fixed delay.
 
 Not verified, chosen to be strict and explicit (each is marked where it happens): the other /track error texts,
 whether /track refuses a malformed $insert_id, the /import error and message texts other than the ones quoted
@@ -42,7 +53,7 @@ import re
 import time
 import urllib.parse
 
-from .base import Emulator, Reply, basic_credentials, serve_forever, truncate_strings
+from .base import Emulator, RateWindow, Reply, basic_credentials, serve_forever, truncate_strings
 
 DEFAULT_TOKENS = ("mp-token",)
 DEFAULT_SECRETS = ("mp-secret",)
@@ -53,6 +64,15 @@ EARLIEST_EVENT_TIME = 31536000  # 1971-01-01T00:00:00Z
 IMPORT_MAX_EVENTS = 2000
 IMPORT_MAX_BYTES = 10 * 1024 * 1024
 MAX_STRING_CHARS = 255
+
+RATE_WINDOW_SECONDS = 60.0
+RATE_EVENTS_PER_SECOND = 30_000
+RATE_BYTES_PER_MINUTE = 2 * 10**9
+RATE_LIMITED = {
+    "code": 429,
+    "error": "Project exceeded rate limits. Please retry the request with exponential backoff.",
+    "status": "Too Many Requests",
+}
 
 # Mixpanel accepts `time` in seconds or milliseconds and does not say how it tells them apart. 1e11 seconds is the
 # year 5138 while 1e11 milliseconds is 1973, so any plausible event time falls clearly on one side.
@@ -151,6 +171,7 @@ class Mixpanel(Emulator):
         self.events = []
         self.dropped = []
         self._index = {}  # dedup key -> position in self.events
+        self._rates = None  # {"events": RateWindow, "bytes": RateWindow, "limits": {...}} while limits are on
 
     def reset(self):
         super().reset()
@@ -158,6 +179,36 @@ class Mixpanel(Emulator):
             self.events.clear()
             self.dropped.clear()
             self._index.clear()
+            self._rates = None
+
+    def limit_rates(
+        self,
+        window=RATE_WINDOW_SECONDS,
+        events_per_second=RATE_EVENTS_PER_SECOND,
+        bytes_per_minute=RATE_BYTES_PER_MINUTE,
+    ):
+        """Refuse (429) a request that takes the project past `events_per_second` or `bytes_per_minute` of
+        uncompressed JSON over the trailing `window` seconds (documented: 30,000 events/s, 2 GB/minute, 60 s)."""
+        with self.lock:
+            self._rates = {
+                "events": RateWindow(window, self.now),
+                "bytes": RateWindow(window, self.now),
+                "limits": {"events": events_per_second * window, "bytes": bytes_per_minute * window / 60},
+            }
+        return self
+
+    def _over_rate(self, events, size):
+        """True when `events` events of `size` uncompressed bytes would exceed the project's rate limit; else they
+        are counted. Call with self.lock held."""
+        if self._rates is None:
+            return False
+        amounts = {"events": events, "bytes": size}
+        limits = self._rates["limits"]
+        if any(self._rates[what].current() + amount > limits[what] for what, amount in amounts.items()):
+            return True
+        for what, amount in amounts.items():
+            self._rates[what].add(amount)
+        return False
 
     def handle(self, request):
         path = request.path.rstrip("/")
@@ -207,6 +258,8 @@ class Mixpanel(Emulator):
         now = self.now()
         accepted, first_error = 0, None
         with self.lock:
+            if self._over_rate(len(events), len((params.get("data") or "").encode("utf-8"))):
+                return Reply(429, RATE_LIMITED)
             for raw in events:
                 error = self._track_event(raw, now)
                 if error is None:
@@ -283,6 +336,8 @@ class Mixpanel(Emulator):
         now = self.now()
         failed = []
         with self.lock:
+            if self._over_rate(len(events), len(body)):
+                return Reply(429, RATE_LIMITED)
             for index, raw in enumerate(events):
                 problem = self._import_problem(raw, now)
                 if problem is None:

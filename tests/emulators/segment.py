@@ -1,8 +1,10 @@
 """Segment HTTP Tracking API emulator: `POST /v1/track` (also `/v1/t`) and `POST /v1/batch`.
 
-    emulator = Segment(write_keys=("seg-write-key",))
+    emulator = Segment(write_keys=("seg-write-key",), clock=time.time)
     emulator.events     # accepted track messages, deduplicated by messageId, sentAt and timestamp as received
     emulator.discarded  # messages answered with 200 but never stored: {"message", "reason"}
+    emulator.queued     # accepted messages over the workspace's events per second: stored, processed late
+    emulator.limit_rates(window=1.0)  # enforce the workspace's rate limits (off by default; see below)
 
 The real collector checks almost nothing while the request is open, and this one answers the same way:
 - Every request gets 200 `{"success": true}` except invalid JSON and oversized payloads, which get 400
@@ -19,8 +21,22 @@ The real collector checks almost nothing while the request is open, and this one
   the body, and reads a non-2xx body as `{"code", "message"}` (segment/analytics/request.py). KB is taken as 1024
   bytes: that SDK's own cap is `32 << 10` (analytics.js uses 32 * 1000).
 - The batch-level `context` is merged into each item's context (same page, "Batch").
+- Rate limits, per workspace (one emulator is one workspace): "Segment recommends you to not exceed 1,000 requests
+  per second with the HTTP API. If you exceed this, Segment reserves the right to queue any additional events ...
+  Requests that exceed acceptable limits may be rejected with HTTP Status Code 429. When Segment rejects the
+  requests, the response header contains `Retry-After` and `X-RateLimit-Reset` headers, which contains the number of
+  seconds after which you can retry the request" (same page, "Rate limits"); and "If any sources send more than
+  1,000 events per second in a workspace without prior arrangement, Segment reserves the right to queue any
+  additional events and process those at a rate that doesn't exceed this limit" (src/connections/rate-limits.md).
+  So requests past 1,000 per second get the 429 (both headers, in whole seconds), and events past 1,000 per second
+  are accepted, stored and listed in `queued`. Not verified: the window (1 s here), the 429 body, and that a
+  refused request counts for nothing.
 - `/v1/t` is the short path analytics.js's Segment.io integration posts track calls to, with Content-Type
   text/plain (its source: `this.enqueue('/t', …)`, apiHost `api.segment.io/v1`), so text/plain is accepted too.
+
+SPEC §2 names no Segment rate limit. Segment's own two pages differ: the HTTP API page says 1,000 requests per
+second, the Product Limits page 1,000 events per second; both say the excess is queued, and only the HTTP API page
+mentions 429s (with Retry-After). Both are modelled, as above.
 
 Not verified, and marked where they happen: the 400 body's code strings, the answer to a Content-Type other than
 JSON or text/plain (400 here), whether a messageId of 100 characters or more is dropped (it is here), whether
@@ -32,8 +48,10 @@ no_user_anon_id error" without a status; it gets 200 and is dropped here), and h
 import argparse
 import gzip
 import json
+import math
+import time
 
-from .base import Emulator, Reply, basic_credentials, serve_forever
+from .base import Emulator, RateWindow, Reply, basic_credentials, serve_forever
 
 DEFAULT_WRITE_KEYS = ("seg-write-key",)
 
@@ -47,6 +65,11 @@ BATCH_PATH = "/v1/batch"
 ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain")
 
 SUCCESS = {"success": True}
+
+RATE_WINDOW_SECONDS = 1.0
+RATE_REQUESTS_PER_SECOND = 1000
+RATE_EVENTS_PER_SECOND = 1000
+RATE_LIMITED = {"code": "rate_limited", "message": "Too Many Requests"}  # not verified
 
 
 def bad_request(code, message):
@@ -62,19 +85,61 @@ def compact_size(message):
 class Segment(Emulator):
     name = "segment"
 
-    def __init__(self, write_keys=DEFAULT_WRITE_KEYS):
+    def __init__(self, write_keys=DEFAULT_WRITE_KEYS, clock=time.time):
         super().__init__()
         self.write_keys = frozenset(write_keys)
+        self.clock = clock
         self.events = []
         self.discarded = []
+        self.queued = []
         self._message_ids = set()
+        self._rates = None  # {"requests": RateWindow, "events": RateWindow, "limits": {...}} while limits are on
 
     def reset(self):
         super().reset()
         with self.lock:
             self.events.clear()
             self.discarded.clear()
+            self.queued.clear()
             self._message_ids.clear()
+            self._rates = None
+
+    def limit_rates(
+        self, window=RATE_WINDOW_SECONDS, requests_per_second=RATE_REQUESTS_PER_SECOND, events_per_second=None
+    ):
+        """Refuse (429) requests past `requests_per_second` over the trailing `window` seconds, and queue the
+        messages past `events_per_second` (default: the documented 1,000 of each)."""
+        with self.lock:
+            self._rates = {
+                "requests": RateWindow(window, self.clock),
+                "events": RateWindow(window, self.clock),
+                "limits": {
+                    "requests": requests_per_second * window,
+                    "events": (events_per_second or RATE_EVENTS_PER_SECOND) * window,
+                },
+            }
+        return self
+
+    def _rate_limited(self):
+        """The 429 for a request past the workspace's request rate, or None (the request is counted)."""
+        if self._rates is None:
+            return None
+        with self.lock:
+            requests = self._rates["requests"]
+            if requests.current() + 1 <= self._rates["limits"]["requests"]:
+                requests.add(1)
+                return None
+            wait = str(max(1, math.ceil(requests.frees_in())))
+        return Reply(429, RATE_LIMITED, {"Retry-After": wait, "X-RateLimit-Reset": wait})
+
+    def _over_event_rate(self, count):
+        """How many of `count` accepted messages go past the workspace's events per second (self.lock held)."""
+        if self._rates is None:
+            return 0
+        events = self._rates["events"]
+        over = max(0, events.current() + count - int(self._rates["limits"]["events"]))
+        events.add(count)
+        return min(count, over)
 
     def handle(self, request):
         path = request.path.rstrip("/")
@@ -82,6 +147,9 @@ class Segment(Emulator):
             return Reply(404, {"code": "not_found", "message": f"{request.method} {request.path}"})  # not verified
         if request.content_type not in ACCEPTED_CONTENT_TYPES:
             return bad_request("invalid_request", "Content-Type must be application/json")  # not verified
+        limited = self._rate_limited()
+        if limited:
+            return limited
 
         body = request.body
         if (request.header("content-encoding") or "").strip().lower() == "gzip":
@@ -139,6 +207,8 @@ class Segment(Emulator):
     def _accept(self, messages, write_key):
         """Store the track messages that would reach the workspace; everything else is answered 200 all the same."""
         with self.lock:
+            late = self._over_event_rate(len(messages))
+            self.queued.extend(messages[len(messages) - late :] if late else [])
             for message in messages:
                 reason = self._refusal(message, write_key)
                 if reason:
