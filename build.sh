@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Developer entry point. Every command first sets up .venv from requirements-dev.txt (once per change of it).
 #
-#   ./build.sh          build dist/<sink>.pyz and dist/peepshow-sink-<sink> for event-track, databricks, cassandra
+#   ./build.sh          build dist/<sink>.pyz and dist/peepshow-sink-<sink> for event-track, databricks, cassandra,
+#                       and dist/SHA256SUMS of them (what a release attaches)
 #   ./build.sh demo     build, then pipe a sample run through every sink into the local emulators
-#   ./build.sh test     build, then ruff check, ruff format --check, and the whole pytest suite with coverage
+#   ./build.sh test     build, then lint the workflows, ruff check, ruff format --check, and the whole pytest suite
+#                       with coverage
+#   ./build.sh lint-workflows [FILE...]   actionlint and zizmor (offline) on .github/workflows/*.yml or FILEs
 #   ./build.sh bench    build, then the benchmark of docs/performance.md (by hand; never part of the tests)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -14,6 +17,11 @@ PYTHON=${PYTHON:-python3}
 
 setup() {
     if [ ! -x "$VENV/bin/python" ]; then
+        # The tools need 3.11+ (coverage, zizmor; tomllib for the version); the zipapps they build run on 3.9+.
+        if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+            echo "build.sh: the build and test tools need Python 3.11 or newer: set PYTHON=python3.11 (or later)" >&2
+            exit 2
+        fi
         "$PYTHON" -m venv "$VENV"
     fi
     local stamp
@@ -24,32 +32,54 @@ setup() {
     fi
 }
 
+project_version() {
+    "$VENV/bin/python" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])'
+}
+
 build() {
     rm -rf build/zipapp
     mkdir -p dist build/zipapp
-    local urllib3_pin name module stage
+    local urllib3_pin version name module stage
     urllib3_pin=$(grep -E '^urllib3==' requirements-dev.txt)
+    version=$(project_version)
+    if [[ ! "$version" =~ ^[0-9][0-9A-Za-z.+!-]*$ ]]; then
+        echo "build.sh: pyproject.toml's version '$version' is not a version number" >&2
+        exit 1
+    fi
     for name in "${SINKS[@]}"; do
         # shiv packages importable modules: stage the script under a name that cannot shadow the `databricks`
         # or `cassandra` packages of other projects.
         module="peepshow_sink_${name//-/_}"
         stage="build/zipapp/$name"
         mkdir -p "$stage"
-        cp lib/peepshow_sink.py "$stage/"
+        # The version is stamped into the helper's copy, so a zipapp never looks for pyproject.toml.
+        sed "s/^_version = None  #.*/_version = \"$version\"  # stamped by build.sh from pyproject.toml/" \
+            lib/peepshow_sink.py > "$stage/peepshow_sink.py"
+        if ! grep -q "^_version = \"$version\"" "$stage/peepshow_sink.py"; then
+            echo "build.sh: lib/peepshow_sink.py lost its '_version = None  # ...' line: nowhere to stamp $version" >&2
+            exit 1
+        fi
         cp "bin/$name" "$stage/$module.py"
+        # Python's own package metadata, for tools that look inside (importlib.metadata, SBOM scanners).
+        mkdir -p "$stage/peepshow_sinks-$version.dist-info"
+        printf 'Metadata-Version: 2.1\nName: peepshow-sinks\nVersion: %s\n' "$version" \
+            > "$stage/peepshow_sinks-$version.dist-info/METADATA"
+        # pip's --no-compile: otherwise the RECORD it writes for urllib3 lists __pycache__/*.cpython-3XX.pyc, and
+        # builds by two Python versions (a release's, a user's) differ.
         SOURCE_DATE_EPOCH=315532800 "$VENV/bin/shiv" --quiet --reproducible --compressed --compile-pyc \
             --python '/usr/bin/env python3' --entry-point "$module:main" \
             --site-packages "./$stage" --output-file "./build/zipapp/$name.pyz" \
-            --no-deps "$urllib3_pin" --disable-pip-version-check
-        "$VENV/bin/python" - "build/zipapp/$name.pyz" "$name" <<'PY'
+            --no-deps --no-compile "$urllib3_pin" --disable-pip-version-check
+        "$VENV/bin/python" - "build/zipapp/$name.pyz" "$name" "$version" <<'PY'
 # Replace shiv's __main__.py with one that survives a missing or read-only HOME: shiv unpacks the zipapp into
 # ~/.shiv on first run and would die there with a traceback. Entries keep their order and timestamps, so the
-# build stays byte-for-byte reproducible.
+# build stays byte-for-byte reproducible. The archive comment says what the file is without running it
+# (`unzip -z`); shiv's environment.json cannot carry it: shiv's bootstrap rejects keys it does not know.
 import json
 import sys
 import zipfile
 
-archive, name = sys.argv[1], sys.argv[2]
+archive, name, version = sys.argv[1:4]
 with zipfile.ZipFile(archive) as source:
     environment = json.loads(source.read("environment.json"))
 MAIN = f"""# -*- coding: utf-8 -*-
@@ -115,6 +145,7 @@ with zipfile.ZipFile(archive) as source:
 with open(archive, "wb") as handle:
     handle.write(shebang)
     with zipfile.ZipFile(handle, "w") as target:
+        target.comment = f"peepshow-sinks {version}: {name}".encode()
         for info, content in entries:
             if info.filename == "__main__.py":
                 content = MAIN.encode("utf-8")
@@ -125,6 +156,32 @@ PY
         install -m 0755 "build/zipapp/$name.pyz" "dist/$name.pyz"
         install -m 0755 "build/zipapp/$name.pyz" "dist/peepshow-sink-$name"
     done
+    write_checksums
+}
+
+write_checksums() {
+    # What a release attaches, in `sha256sum -c` form: every zipapp in dist/, in a locale-independent order.
+    (
+        cd dist
+        export LC_ALL=C
+        local files=(*.pyz peepshow-sink-*)
+        sha256sum -- "${files[@]}" > SHA256SUMS.tmp
+        mv SHA256SUMS.tmp SHA256SUMS
+    )
+}
+
+lint_workflows() {
+    # Offline, so a broken workflow fails here rather than on a tag; both linters always run, so one run shows every
+    # finding. actionlint checks the run: scripts with the pinned shellcheck, and never with whatever pyflakes is
+    # on PATH; zizmor audits security with its pedantic persona.
+    local files=("$@") failed=0
+    if [ ${#files[@]} -eq 0 ]; then
+        files=(.github/workflows/*.yml)
+    fi
+    "$VENV/bin/actionlint" -shellcheck "$VENV/bin/shellcheck" -pyflakes= -- "${files[@]}" || failed=1
+    "$VENV/bin/zizmor" --offline --no-progress --color=never --persona=pedantic --strict-collection --quiet \
+        -- "${files[@]}" || failed=1
+    return "$failed"
 }
 
 command=${1:-build}
@@ -142,6 +199,7 @@ case "$command" in
     test)
         setup
         build
+        lint_workflows
         "$VENV/bin/ruff" check .
         "$VENV/bin/ruff" format --check .
         rm -f .coverage .coverage.*
@@ -150,13 +208,17 @@ case "$command" in
         "$VENV/bin/python" tests/coverage_combine.py
         "$VENV/bin/python" -m coverage report
         ;;
+    lint-workflows)
+        setup
+        lint_workflows "${@:2}"
+        ;;
     bench)
         setup
         build
         "$VENV/bin/python" tests/benchmark.py "${@:2}"
         ;;
     *)
-        echo "usage: ./build.sh [build|demo|test|bench]" >&2
+        echo "usage: ./build.sh [build|demo|test|lint-workflows|bench]" >&2
         exit 2
         ;;
 esac

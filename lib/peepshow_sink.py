@@ -16,13 +16,49 @@ import os
 import sys
 import time
 
-__version__ = "0.1.0"
+_version = None  # build.sh stamps pyproject.toml's version here in each zipapp's copy of this file
 
 EXIT_OK, EXIT_USAGE, EXIT_DEPENDENCY, EXIT_PAYLOAD, EXIT_REMOTE = 0, 2, 3, 4, 5
 DEFAULT_TIMEOUT = 30.0
 TRANSCRIPT_LIMIT = 1024 * 1024
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
+
+
+def version():
+    """The one version of all three sinks, pyproject.toml's: stamped into a zipapp, read once from a checkout."""
+    global _version
+    if _version is None:
+        here = os.path.dirname(os.path.realpath(__file__))
+        _version = _project_version(os.path.join(here, os.pardir, "pyproject.toml"))
+    return _version
+
+
+def _project_version(path):
+    """`version` of pyproject.toml's [project] table, read by hand: tomllib is Python 3.11+ and costs an import."""
+    section = None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                line = line.strip()
+                if line.startswith("["):
+                    section = line
+                    continue
+                key, equals, value = line.partition("=")
+                value = value.strip()
+                end = value.find(value[:1], 1) if value[:1] in ("'", '"') else -1
+                if section == "[project]" and equals and key.strip() == "version" and end > 0:
+                    return value[1:end]
+    except OSError:
+        pass
+    return "0+unknown"
+
+
+def __getattr__(name):
+    # `sink.__version__` as most packages spell it, computed only when a sink reads it.
+    if name == "__version__":
+        return version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class SinkError(Exception):
@@ -523,6 +559,8 @@ def send(ctx, req, retry_statuses=RETRY_STATUSES, deadline=None, what=None, vari
     import random
 
     urllib3 = ctx["http"]["urllib3"]
+    if "User-Agent" not in req["headers"]:  # every request names the sink and its release
+        req = dict(req, headers={"User-Agent": f"peepshow-sink-{ctx['name']}/{version()}", **req["headers"]})
     deadline = deadline or request_deadline(ctx)
     where = f"{what} at {host_port(req['url'])}" if what else host_port(req["url"])
     fix = f": check {variable}" if variable else ""
@@ -978,7 +1016,7 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
         stdout.write(sink.HELP.strip() + "\n" + _this_environment(sink, env) + COMMON_HELP.format(name=sink.NAME))
         return EXIT_OK
     if options.get("version"):
-        stdout.write(f"{sink.NAME} {__version__}\n")
+        stdout.write(f"{sink.NAME} {version()}\n")
         return EXIT_OK
     timeout = read_timeout(env)
     config = sink.read_config(env)

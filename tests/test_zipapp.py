@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DIST, ROOT, TOKENS, Result, fixture_bytes
+from tests.conftest import DIST, ROOT, SINK_PYTHON, TOKENS, Result, fixture_bytes
 
 NAME = "event-track"
 ZIPAPP = DIST / f"{NAME}.pyz"
@@ -45,7 +45,8 @@ def pyenv_root():
 
 
 def find_pythons():
-    """{"3.9": path, …}: the newest installed patch release of each supported minor version under pyenv."""
+    """{"3.9": path, …}: the newest patch release of each supported minor version under pyenv, else `python3.X`
+    on PATH (where CI's setup-python puts them)."""
     found = {}
     for python in (pyenv_root() / "versions").glob("*/bin/python"):
         match = re.fullmatch(r"3\.(\d+)\.(\d+)", python.parent.parent.name)  # skips 3.13.0t, pypy, -dev
@@ -54,7 +55,12 @@ def find_pythons():
         minor, patch = f"3.{match[1]}", int(match[2])
         if minor in SUPPORTED and patch >= found.get(minor, (-1, None))[0]:
             found[minor] = (patch, python)
-    return {minor: python for minor, (_, python) in found.items()}
+    pythons = {minor: python for minor, (_, python) in found.items()}
+    for minor in SUPPORTED:
+        on_path = shutil.which(f"python{minor}")
+        if minor not in pythons and on_path:
+            pythons[minor] = Path(on_path)
+    return pythons
 
 
 PYTHONS = find_pythons()
@@ -113,14 +119,14 @@ def home(tmp_path):
 
 
 def test_a_supported_python_is_installed():
-    assert PYTHONS, f"no Python {', '.join(SUPPORTED)} under {pyenv_root()}/versions: the matrix below tests nothing"
+    assert PYTHONS, f"no Python {', '.join(SUPPORTED)} under {pyenv_root()}/versions or on PATH: nothing to test below"
 
 
 @pytest.mark.parametrize("version", SUPPORTED)
 def test_runs_alone_on_every_supported_python(alone, home, tmp_path, segment, version):
     python = PYTHONS.get(version)
     if python is None:
-        pytest.skip(f"Python {version} is not installed under {pyenv_root()}/versions")
+        pytest.skip(f"Python {version} is neither under {pyenv_root()}/versions nor on PATH")
     cwd = alone.parent
 
     result = run([python, alone, "--version"], home, cwd=cwd, extra={"TMPDIR": str(tmp_path)})
@@ -179,7 +185,7 @@ def assert_works_or_names_shiv_root(result):
 
 
 def test_home_that_does_not_exist(alone, tmp_path):
-    result = run([sys.executable, alone, "--version"], tmp_path / "gone", extra={"TMPDIR": str(tmp_path)})
+    result = run([SINK_PYTHON, alone, "--version"], tmp_path / "gone", extra={"TMPDIR": str(tmp_path)})
     assert_works_or_names_shiv_root(result)
 
 
@@ -191,7 +197,7 @@ def test_home_unset(alone, tmp_path):
     lock = shiv / f".{unpacked.name}_lock"
     had_shiv, had_unpacked, had_lock = shiv.exists(), unpacked.exists(), lock.exists()
     try:
-        result = run([sys.executable, alone, "--version"], None, extra={"TMPDIR": str(tmp_path)})
+        result = run([SINK_PYTHON, alone, "--version"], None, extra={"TMPDIR": str(tmp_path)})
     finally:
         if not had_unpacked:
             shutil.rmtree(unpacked, ignore_errors=True)
@@ -208,7 +214,7 @@ def test_home_read_only(alone, tmp_path):
     home.mkdir()
     home.chmod(0o555)
     try:
-        result = run([sys.executable, alone, "--version"], home, extra={"TMPDIR": str(tmp_path)})
+        result = run([SINK_PYTHON, alone, "--version"], home, extra={"TMPDIR": str(tmp_path)})
     finally:
         home.chmod(0o755)
     assert_works_or_names_shiv_root(result)
@@ -218,14 +224,14 @@ def test_home_read_only(alone, tmp_path):
 def test_home_that_nobody_can_create(alone, tmp_path):
     # A path under a regular file cannot be created, not even by root: the stand-in for a read-only HOME.
     (tmp_path / "file").write_text("not a directory")
-    result = run([sys.executable, alone, "--version"], tmp_path / "file" / "home", extra={"TMPDIR": str(tmp_path)})
+    result = run([SINK_PYTHON, alone, "--version"], tmp_path / "file" / "home", extra={"TMPDIR": str(tmp_path)})
     assert_works_or_names_shiv_root(result)
 
 
 def test_nowhere_to_unpack_is_one_line_naming_shiv_root(alone, tmp_path):
     (tmp_path / "file").write_text("not a directory")
     unusable = tmp_path / "file" / "shiv"
-    result = run([sys.executable, alone, "--version"], tmp_path, extra={"SHIV_ROOT": str(unusable)})
+    result = run([SINK_PYTHON, alone, "--version"], tmp_path, extra={"SHIV_ROOT": str(unusable)})
     assert result.code == 3, result
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result
@@ -245,12 +251,15 @@ def test_the_shared_fallback_cannot_be_planted(alone, tmp_path):
     for directory in (planted, unpacked, unpacked / "site-packages"):
         directory.chmod(0o777)  # as another user would leave them for us: world-writable
     (tmp_path / "file").write_text("not a directory")
-    result = run([sys.executable, alone, "--version"], tmp_path / "file" / "home", extra={"TMPDIR": str(shared)})
+    result = run([SINK_PYTHON, alone, "--version"], tmp_path / "file" / "home", extra={"TMPDIR": str(shared)})
     assert "planted code ran" not in result.stdout, result
     assert_works_or_names_shiv_root(result)
 
 
 # -- reproducible build ----------------------------------------------------------------------------------------------
+
+
+STAMPED_VERSION = re.compile(rb"^_version = .*$", re.MULTILINE)  # the one line build.sh changes in the helper
 
 
 def stale_sources():
@@ -260,7 +269,11 @@ def stale_sources():
         "site-packages/peepshow_sink_event_track.py": ROOT / "bin" / NAME,
     }
     with zipfile.ZipFile(ZIPAPP) as archive:
-        return [str(path) for name, path in expected.items() if archive.read(name) != path.read_bytes()]
+        return [
+            str(path)
+            for name, path in expected.items()
+            if STAMPED_VERSION.sub(b"", archive.read(name), 1) != STAMPED_VERSION.sub(b"", path.read_bytes(), 1)
+        ]
 
 
 def build_copy(directory, umask="022", timeout=120):
@@ -297,6 +310,10 @@ def test_a_rebuild_is_byte_identical(rebuilt):
     copy, digest = rebuilt
     assert digest == sha256(ZIPAPP)
     assert (copy / "dist" / f"peepshow-sink-{NAME}").read_bytes() == ZIPAPP.read_bytes()
+    # and so is what a release publishes about it
+    sums = (copy / "dist" / "SHA256SUMS").read_text().splitlines()
+    assert sums == [f"{digest}  {NAME}.pyz", f"{digest}  peepshow-sink-{NAME}"]
+    assert set(sums) <= set((DIST / "SHA256SUMS").read_text().splitlines())
 
 
 @pytest.mark.slow
@@ -319,13 +336,29 @@ NO_NETWORK = ("urllib3", "ssl", "socket", "http.client", "email", "logging", "ra
 SHIV_BOOTSTRAP = ("compileall", "pathlib", "shutil", "subprocess", "threading", "typing", "zipfile")
 
 
-def imported(result):
+def profiled(stderr):
     """Module names from PYTHONPROFILEIMPORTTIME's lines on stderr ("import time: self | cumulative | name")."""
-    names = set()
-    for line in result.stderr.splitlines():
-        if line.startswith("import time:") and "|" in line:
-            names.add(line.rsplit("|", 1)[1].strip())
+    lines = [line for line in stderr.splitlines() if line.startswith("import time:") and "|" in line]
+    return {line.rsplit("|", 1)[1].strip() for line in lines}
+
+
+def imported(result):
+    names = profiled(result.stderr)
     assert "peepshow_sink" in names, result  # the profile did cover our code
+    return names
+
+
+@pytest.fixture(scope="module")
+def any_zipapp_imports(tmp_path_factory):
+    """What the interpreter imports to run any zipapp at all (Python 3.9's runpy brings typing): not ours to avoid."""
+    source = tmp_path_factory.mktemp("empty-zipapp")
+    (source / "__main__.py").write_text("")
+    empty = source.parent / "empty.pyz"
+    subprocess.run([sys.executable, "-m", "zipapp", str(source), "-o", str(empty)], check=True, timeout=60)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPROFILEIMPORTTIME": "1"}
+    result = subprocess.run([SINK_PYTHON, str(empty)], env=env, capture_output=True, text=True, timeout=60, check=True)
+    names = profiled(result.stderr)
+    assert "zipimport" in names or "runpy" in names, result.stderr  # the profile covered the interpreter's start
     return names
 
 
@@ -338,13 +371,13 @@ def imported(result):
     ],
     ids=["version", "dry-run", "delivery"],
 )
-def test_start_up_imports_only_what_the_run_needs(run_sink, analytics, args, stdin, avoidable):
+def test_start_up_imports_only_what_the_run_needs(run_sink, analytics, any_zipapp_imports, args, stdin, avoidable):
     emulator, env = analytics("segment")
     # The first run of a build unpacks it (shiv's compileall may start a process pool): a one-off, not start-up.
     assert run_sink(NAME, args=["--version"]).code == 0
     result = run_sink(NAME, stdin, dict(env, PYTHONPROFILEIMPORTTIME="1", COVERAGE_PROCESS_CONFIG=None), args=args)
     assert result.code == 0, result
-    names = imported(result)
+    names = imported(result) - any_zipapp_imports
     if args and "_bootstrap" not in names:
         avoidable += SHIV_BOOTSTRAP
     assert sorted(set(avoidable) & names) == []
