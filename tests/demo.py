@@ -15,12 +15,13 @@ sys.path.insert(0, str(ROOT))
 
 from tests.emulators.amplitude import Amplitude  # noqa: E402
 from tests.emulators.dataapi import DataAPI  # noqa: E402
-from tests.emulators.databricks import Databricks  # noqa: E402
+from tests.emulators.databricks import DEFAULT_SERVICE_PRINCIPALS, Databricks  # noqa: E402
 from tests.emulators.mixpanel import Mixpanel  # noqa: E402
 from tests.emulators.segment import Segment  # noqa: E402
 from tests.emulators.stargate import Stargate  # noqa: E402
 
 SAMPLE = ROOT / "tests" / "fixtures" / "run-full.json"
+SERVICE_PRINCIPAL = next(iter(DEFAULT_SERVICE_PRINCIPALS.items()))
 
 
 def show(value, limit=160):
@@ -72,11 +73,12 @@ def main():
     ]
     cases += [
         (
-            "databricks → Delta table main.default.peepshow_runs",
+            "databricks (OAuth M2M, a service principal) → Delta table main.default.peepshow_runs",
             "databricks.pyz",
             {
-                "DATABRICKS_URL": databricks.url,
-                "DATABRICKS_TOKEN": "dapi-test-token",
+                "DATABRICKS_HOST": databricks.url,
+                "DATABRICKS_CLIENT_ID": SERVICE_PRINCIPAL[0],
+                "DATABRICKS_CLIENT_SECRET": SERVICE_PRINCIPAL[1],
                 "DATABRICKS_WAREHOUSE_ID": "wh-1",
             },
             lambda: databricks.rows("main.default.peepshow_runs"),

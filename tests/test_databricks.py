@@ -46,13 +46,18 @@ def body(req):
 
 def test_config_defaults_and_url_normalisation():
     cfg = config(DATABRICKS_URL="https://adb-1.2.azuredatabricks.net/?o=1234#x")
-    assert cfg["url"] == "https://adb-1.2.azuredatabricks.net"
+    assert cfg["host"] == "https://adb-1.2.azuredatabricks.net"
     assert (cfg["catalog"], cfg["schema"], cfg["table"]) == ("main", "default", "peepshow_runs")
     assert db.table_name(config(DATABRICKS_CATALOG="my-cat")) == "`my-cat`.`default`.`peepshow_runs`"
     label, material = db.destination(cfg)
     assert TOKEN not in label and TOKEN not in material  # a rotated token still replays the runs kept before
-    assert db.destination(dict(cfg, token="dapi-rotated", warehouse="other"))[1] == material
+    assert material == ("https://adb-1.2.azuredatabricks.net", "main", "default", "peepshow_runs")
+    rotated = config(DATABRICKS_URL="https://adb-1.2.azuredatabricks.net", DATABRICKS_TOKEN="dapi-rotated")
+    assert db.destination(dict(rotated, warehouse="other"))[1] == material
     assert TOKEN in db.legacy_destinations(cfg)[0]  # how 0.1.0 keyed them: still found
+    # 0.1.0 knew only tokens: an OAuth configuration has no older name.
+    m2m = dict(ENV, DATABRICKS_TOKEN="", DATABRICKS_CLIENT_ID="id", DATABRICKS_CLIENT_SECRET="dose-x")
+    assert db.legacy_destinations(db.read_config(m2m)) == []
 
 
 @pytest.mark.parametrize("variable", ["DATABRICKS_URL", "DATABRICKS_TOKEN", "DATABRICKS_WAREHOUSE_ID"])
@@ -80,18 +85,19 @@ def test_config_refuses_plain_http_except_loopback():
     with pytest.raises(SinkError) as caught:
         config(DATABRICKS_URL="http://abc-123.cloud.databricks.com")
     assert caught.value.code == 2 and "https" in caught.value.message
-    assert config(DATABRICKS_URL="http://127.0.0.1:8080/")["url"] == "http://127.0.0.1:8080"
+    assert config(DATABRICKS_URL="http://127.0.0.1:8080/")["host"] == "http://127.0.0.1:8080"
 
 
 # -- statements ---------------------------------------------------------------------------------------------------
 
 
-def test_one_run_is_create_then_the_exact_merge():
+def test_one_run_is_the_exact_merge_and_the_create_is_apart():
     cfg = config()
     payload = fixture("run-full.json")
     payload["createdAt"] = CREATED
     the_row = db.sink.derive(payload, {"PEEPSHOW_FRAME_BASE_URL": "https://cdn.example/f/"})
-    create, merge = db.build_requests([the_row], cfg)
+    (merge,) = db.build_requests([the_row], cfg)
+    create = db.create_request(cfg)
     assert body(create) == {
         "warehouse_id": "wh-1",
         "statement": CREATE,
@@ -99,7 +105,8 @@ def test_one_run_is_create_then_the_exact_merge():
         "on_wait_timeout": "CONTINUE",
     }
     assert create["url"] == merge["url"] == "https://abc-123.cloud.databricks.com/api/2.0/sql/statements"
-    assert merge["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    assert merge["headers"]["Authorization"] == "Bearer <pat token, added when sent>"  # never the credential
+    assert merge["headers"]["User-Agent"].startswith("peepshow-sink-databricks/")
     assert merge["headers"]["Content-Type"] == "application/json"
     sent = body(merge)
     assert sent["statement"] == MERGE_ONE
@@ -119,7 +126,7 @@ def test_one_run_is_create_then_the_exact_merge():
 
 
 def test_nulls_are_absent_values_and_unknown_duration_is_zero():
-    params = {item["name"]: item for item in body(db.build_requests([row()], config())[1])["parameters"]}
+    params = {item["name"]: item for item in body(db.build_requests([row()], config())[0])["parameters"]}
     assert params["transcript"] == {"name": "transcript", "type": "STRING"}
     assert params["thumbnail_url"] == {"name": "thumbnail_url", "type": "STRING"}
     assert params["duration"]["value"] == "0.0"
@@ -131,7 +138,7 @@ def test_nulls_are_absent_values_and_unknown_duration_is_zero():
     [(42, "42.0"), ("12.5", "12.5"), (0.1, "0.1"), (1 / 3, repr(1 / 3)), (1e-7, "1e-07"), (10**400, "0.0")],
 )
 def test_duration_is_a_round_tripping_double(given, sent):
-    params = body(db.build_requests([row(video={"durationSeconds": given})], config())[1])["parameters"]
+    params = body(db.build_requests([row(video={"durationSeconds": given})], config())[0])["parameters"]
     value = next(item["value"] for item in params if item["name"] == "duration")
     assert value == sent
     assert float(value) == (float(given) if given != 10**400 else 0.0)
@@ -146,7 +153,7 @@ def test_payload_text_never_reaches_the_sql():
 
 def test_several_runs_use_numbered_markers_and_union_all():
     rows = [row(f"run-{number}") for number in range(3)]
-    merge = db.build_requests(rows, config())[1]
+    merge = db.build_requests(rows, config())[0]
     sent = body(merge)
     assert sent["statement"].count(" UNION ALL ") == 2
     assert ":run_id_1 AS run_id" in sent["statement"] and ":created_at_3 AS created_at" in sent["statement"]
@@ -163,8 +170,7 @@ def test_several_runs_use_numbered_markers_and_union_all():
 
 def test_at_most_256_parameters_per_statement():
     rows = [row(f"run-{number}") for number in range(60)]
-    create, *merges = db.build_requests(rows, config())
-    assert create["rows"] == list(range(60))
+    merges = db.build_requests(rows, config())
     assert [len(req["rows"]) for req in merges] == [28, 28, 4]
     assert all(len(body(req)["parameters"]) <= 256 for req in merges)
     assert sorted(index for req in merges for index in req["rows"]) == list(range(60))
@@ -172,7 +178,7 @@ def test_at_most_256_parameters_per_statement():
 
 def test_a_run_listed_twice_is_sent_once():
     rows = [row("a"), row("b"), row("a"), row("a", created_at="2026-11-21T00:00:00.000Z")]
-    merge = db.build_requests(rows, config())[1]
+    merge = db.build_requests(rows, config())[0]
     assert sorted(merge["rows"]) == [0, 1, 2, 3]
     values = [item["value"] for item in body(merge)["parameters"] if item["name"].startswith("run_id")]
     assert values == ["a", "b", "a"]
@@ -181,7 +187,7 @@ def test_a_run_listed_twice_is_sent_once():
 def test_statements_stay_under_16_mib():
     transcript = {"audio": {"transcript": {"text": "a\n" * (512 * 1024)}}}  # 1.5x once JSON-escaped
     rows = [row(f"run-{number}", **transcript) for number in range(20)]
-    merges = db.build_requests(rows, config())[1:]
+    merges = db.build_requests(rows, config())
     assert len(merges) > 1
     assert all(len(req["body"]) <= 16 * 1024 * 1024 and not req["too_large"] for req in merges)
     assert sorted(index for req in merges for index in req["rows"]) == list(range(20))
@@ -189,7 +195,7 @@ def test_statements_stay_under_16_mib():
 
 def test_a_run_too_large_for_any_statement_is_marked():
     rows = [row("small"), row("huge", video={"tags": {"comment": "x" * (17 * 1024 * 1024)}})]
-    merges = db.build_requests(rows, config())[1:]
+    merges = db.build_requests(rows, config())
     assert [(req["rows"], req["too_large"]) for req in merges] == [([0], False), ([1], True)]
 
 
@@ -197,7 +203,7 @@ def test_a_run_too_large_for_any_statement_is_marked():
     ("left", "wait"), [(120.0, "50s"), (50.0, "50s"), (29.7, "29s"), (5.0, "5s"), (4.99, "0s"), (-3.0, "0s")]
 )
 def test_wait_timeout_follows_the_deadline(left, wait):
-    merge = db.build_requests([row()], config())[1]
+    merge = db.build_requests([row()], config())[0]
     refreshed = json.loads(db.with_wait_timeout(merge["body"], left))
     assert refreshed["wait_timeout"] == wait
     assert {**refreshed, "wait_timeout": "50s"} == body(merge)
@@ -397,7 +403,8 @@ def test_every_fixture_becomes_exactly_one_typed_row(run_sink, warehouse, spool,
     else:
         assert before - datetime.timedelta(milliseconds=1) <= stored["created_at"] <= after
         assert stored["created_at"].microsecond % 1000 == 0
-    assert [statement["statement"].split()[0] for statement in warehouse.statements] == ["CREATE", "MERGE"]
+    # The first run finds no table: MERGE, CREATE TABLE, MERGE again.
+    assert [statement["statement"].split()[0] for statement in warehouse.statements] == ["MERGE", "CREATE", "MERGE"]
     assert spooled(spool) == []
 
 
@@ -406,7 +413,9 @@ def test_a_replayed_manifest_adds_no_second_row(run_sink, warehouse):
         result = run(run_sink, warehouse, fixture("manifest.json"))
         assert (result.code, result.stderr) == (0, ""), result
     assert len(warehouse.rows(TABLE)) == 1
-    assert len(warehouse.statements) == 4  # CREATE + MERGE each time: the MERGE itself skips the replay
+    # MERGE, CREATE, MERGE the first time; the one MERGE after that skips the replay.
+    kinds = [statement["statement"].split()[0] for statement in warehouse.statements]
+    assert kinds == ["MERGE", "CREATE", "MERGE", "MERGE"]
 
 
 def test_a_backfill_batches_28_runs_per_merge(run_sink, warehouse):
@@ -419,7 +428,7 @@ def test_a_backfill_batches_28_runs_per_merge(run_sink, warehouse):
     assert result.code == 0, result
     assert len(warehouse.rows(TABLE)) == 30
     merges = [statement for statement in warehouse.statements if statement["statement"].startswith("MERGE")]
-    assert [len(statement["parameters"]) for statement in merges] == [252, 18]
+    assert [len(statement["parameters"]) for statement in merges] == [252, 252, 18]  # the first found no table
     assert [statement["statement"].startswith("CREATE") for statement in warehouse.statements].count(True) == 1
 
 

@@ -7,7 +7,7 @@ import time
 import pytest
 import urllib3
 
-from tests.emulators.databricks import Databricks
+from tests.emulators.databricks import DEFAULT_SERVICE_PRINCIPALS, Databricks
 
 TOKEN = "dapi-test-token"
 TABLE = "`main`.`default`.`peepshow_runs`"
@@ -377,7 +377,19 @@ def test_typed_values_accept_the_iso_8601_variants_and_special_doubles(api, db):
 def test_an_unknown_table_fails(api):
     message, sql_state = failure(api.execute(merge_sql(), run_parameters()))
     assert message.startswith("[TABLE_OR_VIEW_NOT_FOUND] The table or view `main`.`default`.`peepshow_runs` cannot")
+    assert message.endswith(" SQLSTATE: 42P01; line 1 pos 11")  # where the name starts in "MERGE INTO `main`…"
     assert sql_state == "42P01"
+
+
+def test_a_dropped_table_is_gone_until_created_again(api, db):
+    api.create()
+    assert api.execute(merge_sql(), run_parameters())["status"]["state"] == "SUCCEEDED"
+    db.drop_table(FULL_NAME)
+    assert FULL_NAME not in db.tables
+    assert failure(api.execute(merge_sql(), run_parameters()))[1] == "42P01"
+    api.create()
+    assert api.execute(merge_sql(), run_parameters())["status"]["state"] == "SUCCEEDED"
+    assert len(db.rows(FULL_NAME)) == 1  # the run is stored again: the dropped rows left no trace in the MERGE
 
 
 def test_a_missing_catalog_or_schema_fails_the_create(api, db):
@@ -534,6 +546,128 @@ def test_reset_forgets_tables_statements_and_switches(api, db):
     db.cold_start(polls=5)
     db.fail_next_statement()
     db.expire_token(TOKEN)
+    db.issue_token()
+    db.set_token_lifetime(1)
+    db.move_token_endpoint("/elsewhere")
     db.reset()
     assert (db.tables, db.statements, db.cancels, db.requests) == ({}, [], [], [])
+    assert (db.oauth_tokens, db.token_requests, db.refused_tokens) == ({}, [], [])
+    assert (db.token_lifetime, db.token_path, db.expired_token_status) == (3600, "/oidc/v1/token", 403)
     assert api.execute(CREATE)["status"] == {"state": "SUCCEEDED"}
+
+
+# -- OAuth: discovery and the token endpoint ----------------------------------------------------------------------
+
+CLIENT_ID, CLIENT_SECRET = next(iter(DEFAULT_SERVICE_PRINCIPALS.items()))
+FORM = "application/x-www-form-urlencoded"
+
+
+def oauth(api, body="grant_type=client_credentials&scope=all-apis", user=CLIENT_ID, password=CLIENT_SECRET, **extra):
+    """POST the token endpoint as the SDKs do (HTTP Basic, a form body); (status, JSON, headers)."""
+    headers = {"Content-Type": FORM, **extra}
+    if user is not None:
+        headers.update(urllib3.make_headers(basic_auth=f"{user}:{password}"))
+    with urllib3.PoolManager(retries=False, timeout=10) as pool:
+        response = pool.request("POST", api.url + "/oidc/v1/token", body=body, headers=headers)
+    return response.status, json.loads(response.data), response.headers
+
+
+def test_the_discovery_document_names_the_token_endpoint(api):
+    with urllib3.PoolManager(retries=False, timeout=10) as pool:
+        response = pool.request("GET", api.url + "/oidc/.well-known/oauth-authorization-server")
+    assert response.status == 200
+    document = json.loads(response.data)
+    assert document["token_endpoint"] == api.url + "/oidc/v1/token"
+    assert document["authorization_endpoint"] == api.url + "/oidc/v1/authorize"
+    assert "client_secret_basic" in document["token_endpoint_auth_methods_supported"]
+    assert "client_credentials" in document["grant_types_supported"]
+
+
+def test_client_credentials_give_an_hour_token_the_apis_accept(api, db):
+    status, answer, headers = oauth(api)
+    assert status == 200 and headers["Cache-Control"] == "no-store"
+    assert set(answer) == {"access_token", "scope", "token_type", "expires_in"}
+    assert (answer["token_type"], answer["scope"], answer["expires_in"]) == ("Bearer", "all-apis", 3600)
+    assert answer["access_token"].count(".") == 2  # JWT-shaped, as Databricks' are
+    assert api.request("GET", "/api/2.0/sql/warehouses/wh-1", token=answer["access_token"])[0] == 200
+    assert db.token_requests == [
+        {"client_id": CLIENT_ID, "grant_type": "client_credentials", "scope": "all-apis", "auth": "basic"}
+    ]
+
+
+def test_the_secret_may_travel_in_the_form_instead(api, db):
+    body = f"grant_type=client_credentials&scope=all-apis&client_id={CLIENT_ID}&client_secret={CLIENT_SECRET}"
+    assert oauth(api, body, user=None)[0] == 200
+    assert db.token_requests[0]["auth"] == "post"
+
+
+@pytest.mark.parametrize(
+    ("user", "password"), [(CLIENT_ID, "dose-wrong"), ("00000000-0000-0000-0000-000000000000", CLIENT_SECRET)]
+)
+def test_a_wrong_client_id_or_secret_is_401_invalid_client(api, db, user, password):
+    status, answer, headers = oauth(api, user=user, password=password)
+    assert (status, answer) == (401, {"error": "invalid_client", "error_description": "Client authentication failed"})
+    assert headers["WWW-Authenticate"].startswith("Basic")
+    assert db.token_requests == [] and db.oauth_tokens == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "error"),
+    [
+        ("grant_type=client_credentials&scope=all-apis", "application/json", 400, "invalid_request"),
+        ("scope=all-apis", FORM, 400, "invalid_request"),
+        ("grant_type=password&scope=all-apis", FORM, 400, "unsupported_grant_type"),
+        ("grant_type=client_credentials", FORM, 400, "invalid_scope"),
+        ("grant_type=client_credentials&scope=everything", FORM, 400, "invalid_scope"),
+        ("grant_type=client_credentials&scope=all-apis&scope=sql", FORM, 400, "invalid_request"),
+        (f"grant_type=client_credentials&scope=all-apis&client_secret={CLIENT_SECRET}", FORM, 400, "invalid_request"),
+    ],
+    ids=["json-body", "no-grant", "other-grant", "no-scope", "unknown-scope", "repeated", "two-auth-methods"],
+)
+def test_malformed_token_requests(api, db, body, content_type, status, error):
+    answer = oauth(api, body, **{"Content-Type": content_type})
+    assert (answer[0], answer[1]["error"]) == (status, error)
+    assert db.oauth_tokens == {}
+
+
+def test_no_client_authentication_is_401(api):
+    assert oauth(api, user=None)[:2] == (
+        401,
+        {"error": "invalid_client", "error_description": "Client authentication failed"},
+    )
+
+
+def test_short_lifetimes_and_expiry(api, db):
+    db.set_token_lifetime(41)
+    token = oauth(api)[1]
+    assert token["expires_in"] == 41
+    assert api.request("GET", "/api/2.0/sql/warehouses/wh-1", token=token["access_token"])[0] == 200
+    db.expire_oauth_tokens()
+    refused = (403, {"error_code": 403, "message": "Invalid access token."})
+    assert api.request("GET", "/api/2.0/sql/warehouses/wh-1", token=token["access_token"]) == refused
+    db.expire_oauth_tokens(status=401)
+    assert api.request("GET", "/api/2.0/sql/warehouses/wh-1", token=token["access_token"])[0] == 401
+    assert db.refused_tokens == [token["access_token"]] * 2
+    fresh = oauth(api)[1]["access_token"]
+    assert api.request("GET", "/api/2.0/sql/warehouses/wh-1", token=fresh)[0] == 200
+
+
+def test_a_user_login_token_is_accepted(api, db):
+    token = db.issue_token()
+    assert api.request("GET", "/api/2.0/sql/warehouses/wh-1", token=token)[0] == 200
+    assert db.token_requests == []  # issued as `databricks auth login` would get it, not at the token endpoint
+
+
+def test_a_moved_token_endpoint_is_found_through_discovery(api, db):
+    db.move_token_endpoint("/oidc/v2/token")
+    assert oauth(api)[0] == 404
+    with urllib3.PoolManager(retries=False, timeout=10) as pool:
+        document = json.loads(pool.request("GET", api.url + "/oidc/.well-known/oauth-authorization-server").data)
+        assert document["token_endpoint"] == api.url + "/oidc/v2/token"
+        moved = pool.request(
+            "POST",
+            document["token_endpoint"],
+            body="grant_type=client_credentials&scope=all-apis",
+            headers={"Content-Type": FORM, **urllib3.make_headers(basic_auth=f"{CLIENT_ID}:{CLIENT_SECRET}")},
+        )
+    assert moved.status == 200

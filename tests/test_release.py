@@ -92,9 +92,9 @@ def test_the_helper_reads_pyproject_only_when_asked():
 # -- every request names the sink and its release -------------------------------------------------------------------
 
 
-def assert_user_agent(emulator, name):
+def assert_user_agent(emulator, name, sdk_parts=""):
     agents = {request.header("user-agent") for request in emulator.requests}
-    assert agents == {f"peepshow-sink-{name}/{VERSION}"}
+    assert agents == {f"peepshow-sink-{name}/{VERSION}{sdk_parts}"}
 
 
 @pytest.mark.parametrize("provider", ["mixpanel", "amplitude", "segment"])
@@ -109,7 +109,10 @@ def test_databricks_user_agent(run_sink, databricks):
     env = {"DATABRICKS_URL": databricks.url, "DATABRICKS_TOKEN": "dapi-test-token", "DATABRICKS_WAREHOUSE_ID": "wh-1"}
     result = run_sink("databricks", RUN, env)
     assert result.code == 0, result
-    assert_user_agent(databricks, "databricks")
+    # After the sink's name/version, what the Databricks SDKs send after theirs (SPEC §3b): python, os, auth method.
+    python = ".".join(map(str, sys.version_info[:3]))
+    system = "windows" if sys.platform in ("win32", "cygwin") else sys.platform.rstrip("0123456789")
+    assert_user_agent(databricks, "databricks", f" python/{python} os/{system} auth/pat")
 
 
 @pytest.fixture

@@ -1,14 +1,25 @@
-"""Databricks emulator: the SQL Statement Execution API 2.0, one SQL warehouse read and one Unity Catalog read.
+"""Databricks emulator: the SQL Statement Execution API 2.0, one SQL warehouse read, one Unity Catalog read, and the
+workspace's OAuth token endpoint.
 
-    emulator = Databricks(tokens=("dapi-test-token",), warehouses=("wh-1",), catalogs={"main": ("default",)})
+    emulator = Databricks(tokens=("dapi-test-token",), warehouses=("wh-1",), catalogs={"main": ("default",)},
+                          service_principals={client_id: oauth_secret})
     emulator.tables            # "catalog.schema.table" -> {"columns": [(name, TYPE)], "rows": [{name: value}]}
     emulator.rows(full_name)   # the rows of one table (str, int, float, bool, Decimal, date, UTC-aware datetime)
     emulator.statements        # every accepted POST: {"statement_id", "statement", "parameters", "warehouse_id", ...}
     emulator.cancels           # statement ids, one per accepted cancel request
+    emulator.token_requests    # every token issued at the token endpoint: {"client_id", "grant_type", "scope", "auth"}
+    emulator.refused_tokens    # every bearer token an API call was refused with (401/403)
     switches: cold_start(polls=N | seconds=S), pending_forever(), fail_next_statement(code, message),
-              set_warehouse_state(id, state), expire_token(token), close_results(), strict_string_casts
+              set_warehouse_state(id, state), expire_token(token), close_results(), strict_string_casts,
+              drop_table(name), set_token_lifetime(seconds), expire_oauth_tokens(status), issue_token() (a U2M
+              login's token), move_token_endpoint(path)
 
-Endpoints (anything else is 404 ENDPOINT_NOT_FOUND; every one needs `Authorization: Bearer <token>`):
+OAuth (no bearer token; errors are RFC 6749 {"error", "error_description"}):
+  GET  /oidc/.well-known/oauth-authorization-server   the authorization server metadata, token_endpoint included
+  POST /oidc/v1/token                        client credentials grant: a token for a service principal
+
+Endpoints (anything else is 404 ENDPOINT_NOT_FOUND; every one needs `Authorization: Bearer <token>`, a personal
+access token or an OAuth token this emulator issued and that has not expired):
   POST /api/2.0/sql/statements               run a statement, validated like the real API
   GET  /api/2.0/sql/statements/{id}          poll: the statement's current state (and result once it is done)
   POST /api/2.0/sql/statements/{id}/cancel   200 {}; CANCELED unless already in a terminal state
@@ -51,6 +62,22 @@ Behaviour copied from the real service, with where each fact comes from:
   token."} (an integer error_code); an expired token gives the same 403 (DataThirstLtd/databricks.vsts.tools issues 24
   and 26). No credential is 401 "Credential was not sent or was of an unsupported type for this API." (quoted from
   live responses in several public repositories).
+- [OAUTH] docs.databricks.com/dev-tools/auth/oauth-m2m (manual token generation) and databricks-sdk-py oauth.py
+  (ClientCredentials, retrieve_token), databricks-sdk-go config/auth_m2m_test.go, databricks/cli
+  libs/testserver/fake_oidc.go: POST {host}/oidc/v1/token, form body grant_type=client_credentials&scope=all-apis,
+  the client id and secret as HTTP Basic (use_header=True); the answer {"access_token", "scope", "token_type":
+  "Bearer", "expires_in": 3600}; the endpoint is also named by the discovery document
+  {host}/oidc/.well-known/oauth-authorization-server ("token_endpoint"). Tokens last one hour. A wrong id or secret:
+  {"error": "invalid_client", "error_description": "Client authentication failed"} (seen from Databricks on AWS,
+  databricks-sql-nodejs issue 279). [RFC6749] RFC 6749 sections 2.3.1, 3.2, 5.1 and 5.2: one client authentication
+  method per request, no repeated parameter, Cache-Control: no-store, error codes invalid_request, invalid_client
+  (401, with WWW-Authenticate when Basic was used), unsupported_grant_type, invalid_scope.
+- [EXP] An expired OAuth token is refused with 403 (databricks-vscode issue 583 "Error 403 Token is expiring within
+  30 seconds. (token expired)"; n8n issues 34147 and 34325: "Databricks returns HTTP 403 when OAuth tokens expire");
+  databricks-sdk-go issue 1549 reports 401s at rotation too, so `expire_oauth_tokens(status=401)` switches.
+- [TNF] A MERGE into a table that does not exist: HTTP 200, FAILED, error_code BAD_REQUEST, message
+  "[TABLE_OR_VIEW_NOT_FOUND] The table or view `c`.`s`.`t` cannot be found. ... SQLSTATE: 42P01; line 1 pos 11"
+  and status.sql_state 42P01 (live responses quoted in public test suites; the class is Spark's).
 - [MAL] A body the request parser cannot read: 400 MALFORMED_REQUEST (databrickslabs/dbx 681, PrefectHQ/prefect 5836:
   "Could not parse request object: ..."; databricks-cli 615: "Invalid JSON given in the body of the request - expected
   a map"). [EP] An unknown path: "No API found for 'POST /sql/statements/execute'" (databricks-agent-skills 259).
@@ -62,7 +89,10 @@ rather than being a 400; the 404 codes of the statement, warehouse and Unity Cat
 what every public mock uses); that SQL failures all carry error_code BAD_REQUEST; the shape of a DDL statement's
 manifest; UNION ALL type widening beyond "same type" and "numeric with numeric"; whether a cast to BIGINT accepts
 "3.0" (refused here) and a TIMESTAMP more than 6 fractional digits (refused here); that a STRING parameter without
-a value is a STRING NULL (so it too is refused for a BIGINT column in strict mode).
+a value is a STRING NULL (so it too is refused for a BIGINT column in strict mode); the OAuth error descriptions
+other than "Client authentication failed"; that a missing scope is invalid_scope (RFC 6749 also allows a default);
+which scopes exist beyond all-apis, sql and offline_access; the answer to a GET of the token endpoint (405 here); the
+message that comes with an expired OAuth token (the PAT's "Invalid access token." here).
 """
 
 import argparse
@@ -75,9 +105,11 @@ import time
 import urllib.parse
 import uuid
 
-from .base import Emulator, Reply, serve_forever
+from .base import Emulator, Reply, basic_credentials, serve_forever
 
 DEFAULT_TOKENS = ("dapi-test-token",)
+# A service principal's OAuth client id (its application id, a UUID) and OAuth secret ("dose…").
+DEFAULT_SERVICE_PRINCIPALS = {"8a3b5c7d-1e2f-4a6b-9c8d-0e1f2a3b4c5d": "dose0123456789abcdef0123456789abcdef"}
 DEFAULT_WAREHOUSES = ("wh-1",)
 DEFAULT_CATALOGS = {"main": ("default",)}
 
@@ -87,6 +119,10 @@ DEFAULT_WAIT_TIMEOUT = "10s"  # [SE]
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELED", "CLOSED")  # [SDK] StatementState
 WAREHOUSE_STATES = ("DELETED", "DELETING", "RUNNING", "STARTING", "STOPPED", "STOPPING")  # [SDK] State
 UTC = datetime.timezone.utc
+OIDC_TOKEN_PATH = "/oidc/v1/token"  # [OAUTH]
+OIDC_DISCOVERY_PATH = "/oidc/.well-known/oauth-authorization-server"
+OAUTH_LIFETIME = 3600  # [OAUTH] "Each access token is valid for one hour"
+OAUTH_SCOPES = ("all-apis", "sql", "offline_access")
 
 
 class ApiError(Exception):
@@ -471,6 +507,13 @@ class Parser:
         index = self.position + ahead
         return self.tokens[index] if index < len(self.tokens) else None
 
+    def position_text(self):
+        """Where the next token starts, as Databricks appends it to an error: "; line 1 pos 11"."""
+        offset = self.peek().offset if self.peek() is not None else len(self.text)
+        line = self.text.count("\n", 0, offset) + 1
+        column = offset - (self.text.rfind("\n", 0, offset) + 1)
+        return f"; line {line} pos {column}"
+
     def fail(self, expected):
         token = self.peek()
         if token is None:
@@ -590,6 +633,7 @@ class Parser:
     def merge(self):
         self.keyword("MERGE")
         self.keyword("INTO")
+        table_at = self.position_text()
         table = self.table()
         alias = self.alias(before="USING")
         self.keyword("USING")
@@ -617,6 +661,7 @@ class Parser:
         return {
             "kind": "merge",
             "table": table,
+            "table_at": table_at,
             "alias": alias,
             "selects": selects,
             "source_alias": source_alias,
@@ -663,7 +708,8 @@ class Parser:
     def describe(self):
         self.keyword("DESCRIBE", "DESC")
         self.accept("TABLE")
-        return {"kind": "describe", "table": self.table()}
+        table_at = self.position_text()
+        return {"kind": "describe", "table": self.table(), "table_at": table_at}
 
 
 # -- statements ----------------------------------------------------------------------------------------------------
@@ -702,9 +748,10 @@ class Databricks(Emulator):
     default_catalog = "main"
     default_schema = "default"
 
-    def __init__(self, tokens=DEFAULT_TOKENS, warehouses=DEFAULT_WAREHOUSES, catalogs=None):
+    def __init__(self, tokens=DEFAULT_TOKENS, warehouses=DEFAULT_WAREHOUSES, catalogs=None, service_principals=None):
         super().__init__()
         self.tokens = frozenset(tokens)
+        self.service_principals = dict(DEFAULT_SERVICE_PRINCIPALS if service_principals is None else service_principals)
         self.warehouse_ids = tuple(warehouses)
         # Unity Catalog names are case-insensitive and kept in lower case.
         configured = DEFAULT_CATALOGS if catalogs is None else catalogs
@@ -720,6 +767,12 @@ class Databricks(Emulator):
         self.statements = []
         self.cancels = []
         self.expired_tokens = set()
+        self.oauth_tokens = {}  # access token -> {"client_id", "scope", "expires_at" (time.time())}
+        self.token_requests = []  # every POST to the token endpoint: {"client_id", "grant_type", "scope", "auth"}
+        self.refused_tokens = []  # every bearer token an API call was refused with
+        self.token_lifetime = OAUTH_LIFETIME
+        self.expired_token_status = 403
+        self.token_path = OIDC_TOKEN_PATH
         self.strict_string_casts = True
         self.warehouses = {warehouse_id: "RUNNING" for warehouse_id in self.warehouse_ids}
         self._table_meta = {}
@@ -771,6 +824,38 @@ class Databricks(Emulator):
         with self.lock:
             self.expired_tokens.add(token)
 
+    def set_token_lifetime(self, seconds):
+        """OAuth tokens issued from now on last `seconds` (and say so in expires_in): expiry without an hour's wait."""
+        with self.lock:
+            self.token_lifetime = int(seconds)
+
+    def expire_oauth_tokens(self, status=None):
+        """Every OAuth token issued so far is expired now; refused with `status` (403 unless given: [EXP])."""
+        with self.lock:
+            for token in self.oauth_tokens.values():
+                token["expires_at"] = min(token["expires_at"], time.time())
+            if status is not None:
+                self.expired_token_status = status
+
+    def issue_token(self, client_id="user@example.com", lifetime=None):
+        """An OAuth token as `databricks auth login` obtains one for a user (U2M), accepted by every API."""
+        with self.lock:
+            return self._issue(client_id, "all-apis offline_access", lifetime or self.token_lifetime)["access_token"]
+
+    def move_token_endpoint(self, path):
+        """Serve the token endpoint at `path` instead (the discovery document names it): a client that only
+        knows /oidc/v1/token gets 404 there."""
+        with self.lock:
+            self.token_path = path
+
+    def drop_table(self, full_name):
+        """DROP TABLE, as an administrator might between two runs (the SQL subset has no DROP)."""
+        with self.lock:
+            key = full_name.lower()
+            self.tables.pop(key, None)
+            self._table_meta.pop(key, None)
+            self._match_indexes = {slot: value for slot, value in self._match_indexes.items() if slot[0] != key}
+
     def close_results(self):
         """Every SUCCEEDED statement becomes CLOSED, as results do an hour after success [SE]."""
         with self.lock:
@@ -810,7 +895,11 @@ class Databricks(Emulator):
     )
 
     def handle(self, request):
+        if request.path in (OIDC_DISCOVERY_PATH, self.token_path):  # OAuth: no bearer token, its own error shape
+            return self._oidc_metadata(request) if request.path == OIDC_DISCOVERY_PATH else self._oidc_token(request)
         try:
+            if request.path.startswith("/oidc/"):  # the OAuth server's own paths take no bearer token
+                raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{request.method} {request.path}'")
             self._authenticate(request)
             for method, pattern, handler in self.ROUTES:
                 match = pattern.fullmatch(request.path)
@@ -828,8 +917,85 @@ class Databricks(Emulator):
         if scheme.lower() != "bearer" or not token:
             raise ApiError(401, 401, "Credential was not sent or was of an unsupported type for this API.")
         with self.lock:
+            issued = self.oauth_tokens.get(token)
+            if issued is not None and token not in self.expired_tokens and time.time() < issued["expires_at"]:
+                return
             if token not in self.tokens or token in self.expired_tokens:
-                raise ApiError(403, 403, "Invalid access token.")
+                self.refused_tokens.append(token)
+                status = self.expired_token_status if issued is not None else 403
+                raise ApiError(status, status, "Invalid access token.")
+
+    # -- OAuth: discovery and the token endpoint ---------------------------------------------------------------------
+
+    def _oidc_metadata(self, request):
+        """The workspace's OAuth authorization server metadata (RFC 8414) [OAUTH]; no credential needed."""
+        if request.method != "GET":
+            return Reply(405, {"error": "invalid_request", "error_description": "Use GET."}, {"Allow": "GET"})
+        base = f"{self.url}/oidc"
+        return Reply(
+            200,
+            {
+                "issuer": base,
+                "authorization_endpoint": f"{base}/v1/authorize",
+                "token_endpoint": self.url + self.token_path,
+                "jwks_uri": f"{base}/jwks.json",
+                "scopes_supported": list(OAUTH_SCOPES),
+                "response_types_supported": ["code", "id_token"],
+                "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token"],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+                "code_challenge_methods_supported": ["S256"],
+                "subject_types_supported": ["public"],
+            },
+        )
+
+    def _oidc_token(self, request):
+        """POST the client credentials grant [OAUTH] [RFC6749]: a form body, the client authenticated once (HTTP Basic
+        or client_id + client_secret in the form), grant_type client_credentials, a scope."""
+        if request.method != "POST":
+            return _oauth_error(405, "invalid_request", "Use POST.", {"Allow": "POST"})
+        if request.content_type != "application/x-www-form-urlencoded":
+            return _oauth_error(400, "invalid_request", "Content-Type must be application/x-www-form-urlencoded.")
+        try:
+            form = request.form()
+        except UnicodeDecodeError:
+            return _oauth_error(400, "invalid_request", "The request body is not valid form data.")
+        repeated = sorted(name for name, values in form.items() if len(values) > 1)
+        if repeated:  # [RFC6749] 3.2: "Request and response parameters MUST NOT be included more than once."
+            return _oauth_error(400, "invalid_request", f"Parameter {repeated[0]} is included more than once.")
+        form = {name: values[0] for name, values in form.items()}
+        basic = basic_credentials(request)
+        if basic is not None and "client_secret" in form:
+            return _oauth_error(400, "invalid_request", "Use only one client authentication method.")
+        client_id, secret = basic if basic is not None else (form.get("client_id"), form.get("client_secret"))
+        with self.lock:
+            known = self.service_principals.get(client_id) if client_id else None
+            if known is None or not secret or secret != known:
+                headers = {"WWW-Authenticate": 'Basic realm="oidc"'} if basic is not None else {}
+                return _oauth_error(401, "invalid_client", "Client authentication failed", headers)
+            grant_type = form.get("grant_type")
+            if not grant_type:
+                return _oauth_error(400, "invalid_request", "Missing required parameter: grant_type.")
+            if grant_type != "client_credentials":
+                return _oauth_error(400, "unsupported_grant_type", f"Unsupported grant_type: {grant_type}.")
+            scope = " ".join(form.get("scope", "").split())
+            unknown = [name for name in scope.split() if name not in OAUTH_SCOPES]
+            if not scope or unknown:
+                return _oauth_error(400, "invalid_scope", f"Invalid scope: {' '.join(unknown) or 'none given'}.")
+            self.token_requests.append(
+                {"client_id": client_id, "grant_type": grant_type, "scope": scope, "auth": "basic" if basic else "post"}
+            )
+            answer = self._issue(client_id, scope, self.token_lifetime)
+        return Reply(200, answer, {"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    def _issue(self, client_id, scope, lifetime):
+        """A JWT-shaped access token (header.claims.signature) that the APIs accept until it expires."""
+        now = int(time.time())
+        claims = {"iss": f"{self.url}/oidc", "sub": client_id, "client_id": client_id, "scope": scope}
+        claims.update(iat=now, exp=now + lifetime, jti=str(uuid.uuid4()))
+        parts = ({"alg": "RS256", "typ": "JWT"}, claims, uuid.uuid4().hex)
+        token = ".".join(_base64url(part if isinstance(part, str) else json.dumps(part)) for part in parts)
+        self.oauth_tokens[token] = {"client_id": client_id, "scope": scope, "expires_at": time.time() + lifetime}
+        return {"access_token": token, "scope": scope, "token_type": "Bearer", "expires_in": lifetime}
 
     # -- POST /api/2.0/sql/statements ---------------------------------------------------------------------------------
 
@@ -1096,7 +1262,7 @@ class Databricks(Emulator):
                 parser.fail("a table name")
         return [*scope[: 3 - len(value)], *value]
 
-    def _existing_table(self, parts):
+    def _existing_table(self, parts, where=""):
         key = ".".join(parts).lower()
         if key not in self.tables:
             raise SqlError(
@@ -1106,6 +1272,7 @@ class Databricks(Emulator):
                 "output, or qualify the name with the correct schema and catalog.\nTo tolerate the error on drop "
                 "use DROP VIEW IF EXISTS or DROP TABLE IF EXISTS.",
                 "42P01",
+                where,
             )
         return self.tables[key]
 
@@ -1154,7 +1321,7 @@ class Databricks(Emulator):
         return _result([], [])
 
     def _describe(self, tree, scope, bind):
-        table = self._existing_table(self._table_name(tree["table"], scope, bind))
+        table = self._existing_table(self._table_name(tree["table"], scope, bind), tree["table_at"])
         rows = [[name, sql_type.lower(), None] for name, sql_type in table["columns"]]
         return _result([("col_name", "STRING"), ("data_type", "STRING"), ("comment", "STRING")], rows)
 
@@ -1162,7 +1329,7 @@ class Databricks(Emulator):
         """MERGE ... WHEN NOT MATCHED THEN INSERT *: analysis first (names, columns, types), then every row is
         converted, and only then is anything written, so a failing statement leaves the table as it was."""
         parts = self._table_name(tree["table"], scope, bind)
-        table = self._existing_table(parts)
+        table = self._existing_table(parts, tree["table_at"])
         selects = tree["selects"]
         names = [column for _, column in selects[0]]  # UNION ALL takes its column names from the first SELECT
         for number, select in enumerate(selects[1:], start=2):
@@ -1356,6 +1523,19 @@ class Databricks(Emulator):
         )
 
 
+def _oauth_error(status, error, description, headers=None):
+    """An OAuth error [RFC6749] 5.2: {"error", "error_description"}, never cached."""
+    return Reply(
+        status, {"error": error, "error_description": description}, {"Cache-Control": "no-store", **(headers or {})}
+    )
+
+
+def _base64url(text):
+    import base64
+
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
 def _uc_column(position, name, sql_type):
     """A Unity Catalog ColumnInfo: type_text is the lower-case SQL type, type_name the ColumnTypeName."""
     base = base_type(sql_type)
@@ -1451,9 +1631,15 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free port)")
     parser.add_argument("--token", action="append", help="an accepted bearer token (repeatable)")
     parser.add_argument("--warehouse", action="append", help="a known warehouse id (repeatable)")
+    parser.add_argument(
+        "--service-principal", action="append", metavar="ID:SECRET", help="an OAuth client id and secret (repeatable)"
+    )
     args = parser.parse_args(argv)
+    principals = dict(item.split(":", 1) for item in args.service_principal) if args.service_principal else None
     emulator = Databricks(
-        tokens=tuple(args.token or DEFAULT_TOKENS), warehouses=tuple(args.warehouse or DEFAULT_WAREHOUSES)
+        tokens=tuple(args.token or DEFAULT_TOKENS),
+        warehouses=tuple(args.warehouse or DEFAULT_WAREHOUSES),
+        service_principals=principals,
     )
     serve_forever(emulator, args.port)
 
