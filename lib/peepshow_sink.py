@@ -1063,6 +1063,8 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
             documents = _on_stdin(_chain([first, second], documents))
             single = _END
 
+    if options.get("dry_run") and hasattr(sink, "describe"):
+        stdout.write(redact(f"# {sink.NAME}: {sink.describe(config)}\n"))  # which way in, before the requests
     if single is not _END:
         row = derive(single, env)
         single = first = None  # the row keeps what delivery needs; let the full document go

@@ -355,6 +355,7 @@ def test_dry_run_redacts_the_token(run_sink, stargate, env):
     result = run_sink("cassandra", fixture_bytes("run-full.json"), env, args=["--dry-run"])
     assert result.code == 0, result
     assert TOKEN not in result.stdout and "X-Cassandra-Token: ***" in result.stdout
+    assert result.stdout.startswith(f"# cassandra: Stargate's REST API v2 at {stargate.url} ("), result
     assert f"POST {stargate.url}/v2/keyspaces/peepshow/peepshow_runs" in result.stdout
     assert stargate.requests == []
 

@@ -359,6 +359,7 @@ def test_a_wrong_path_is_not_mistaken_for_success(run_sink, table, env):
 def test_dry_run_shows_the_data_api_request(run_sink, dataapi, env):
     result = run_sink("cassandra", fixture_bytes("run-full.json"), env, args=["--dry-run"])
     assert result.code == 0, result
+    assert result.stdout.startswith(f"# cassandra: the Data API at {dataapi.url}/api/json/v1 ("), result
     assert f"POST {dataapi.url}/api/json/v1/peepshow/peepshow_runs" in result.stdout
     assert "Token: ***" in result.stdout and TOKEN not in result.stdout
     assert '{"insertOne":{"document":{"run_id":"peepshow-7f3kq2"' in result.stdout
@@ -558,7 +559,11 @@ def test_a_steady_state_run_imports_only_what_it_needs(run_sink, table, env):
     from tests.test_zipapp import NEVER, imported
 
     assert run_sink("cassandra", args=["--version"]).code == 0  # the one-off unpacking is not start-up
-    result = run_sink("cassandra", fixture_bytes("run-full.json"), dict(env, PYTHONPROFILEIMPORTTIME="1"))
+    result = run_sink(
+        "cassandra",
+        fixture_bytes("run-full.json"),
+        dict(env, PYTHONPROFILEIMPORTTIME="1", COVERAGE_PROCESS_CONFIG=None),
+    )
     assert result.code == 0, result
     assert sorted(set(NEVER) & imported(result)) == []
     assert len(stored(table)) == 1

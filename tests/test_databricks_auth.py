@@ -521,6 +521,7 @@ def test_m2m_check_says_method_and_verifies_a_token_can_be_had(run_sink, workspa
 def test_dry_run_fetches_no_token_and_shows_no_secret(run_sink, workspace):
     result = run_sink("databricks", fixture("run-full.json"), sink_env(workspace, **M2M), args=["--dry-run"])
     assert result.code == 0, result
+    assert result.stdout.startswith("# databricks: oauth-m2m (service principal "), result
     assert "Authorization: Bearer <oauth-m2m token, added when sent>" in result.stdout
     assert "User-Agent: peepshow-sink-databricks/" in result.stdout and "MERGE INTO" in result.stdout
     assert workspace.requests == [] and CLIENT_SECRET not in result.stdout
