@@ -8,6 +8,7 @@
     api.writes, api.commands                          # rows written; [(keyspace, table or None, command)]
     api.add_table(ks, name, columns, primary_key)     # a table made outside the sink (e.g. with a wrong type)
     api.command_error("TIMEOUT_WRITING_DATA", times=1, command="insertOne")   # HTTP 200 SERVER error
+    api.row_error("TIMEOUT_WRITING_DATA", rows=2)     # the next 2 rows fail alone, the rest of the insert is written
     api.legacy = True                                 # pre-2026 error names and shapes
 
 Every behaviour comes from the stargate/data-api sources (main of 2026-08); comments cite files under
@@ -368,6 +369,7 @@ class DataAPI(Emulator):
         self.keyspaces = {keyspace: {} for keyspace in keyspaces}
         self._rows = {}
         self._command_errors = []
+        self._row_errors = []
         self.writes = 0
         self.commands = []
 
@@ -380,6 +382,7 @@ class DataAPI(Emulator):
             self.keyspaces = {keyspace: {} for keyspace in self._initial[2]}
             self._rows.clear()
             self._command_errors.clear()
+            self._row_errors.clear()
             self.keyspace_access.clear()
             self.read_only.clear()
             self.legacy = False
@@ -397,6 +400,14 @@ class DataAPI(Emulator):
         assert code in SERVER_ERRORS, code
         with self.lock:
             self._command_errors.append({"code": code, "times": times, "command": command})
+
+    def row_error(self, code, rows=1):
+        """The next `rows` valid rows of insert commands fail on their own with the SERVER/DATABASE error `code`
+        (a write the database timed out on), unwritten, while the other rows of the command are written: each row
+        of an unordered insertMany is its own CQL statement (J/service/operation/InsertDBTaskPage)."""
+        assert code in SERVER_ERRORS, code
+        with self.lock:
+            self._row_errors.extend([code] * rows)
 
     def table(self, keyspace, name):
         return self.keyspaces.get(keyspace, {}).get(name)
@@ -678,11 +689,19 @@ class DataAPI(Emulator):
                 continue
             try:
                 values = self._row(table, document)
-                self._store(table, values)
-                results.append(("OK", [_json_value(table.columns[c], values[c]) for c in table.primary_key], None))
             except _RowError as refused:
                 failed = True
                 results.append(("ERROR", [], refused.error))
+                continue
+            key = [_json_value(table.columns[c], values[c]) for c in table.primary_key]
+            with self.lock:
+                injected = self._row_errors.pop(0) if self._row_errors else None
+            if injected is not None:
+                failed = True
+                results.append(("ERROR", key, self._server_error(injected)))
+                continue
+            self._store(table, values)
+            results.append(("OK", key, None))
         key_schema = {column: {"type": table.columns[column]} for column in table.primary_key}
         if responses:
             errors, entries = [], []
