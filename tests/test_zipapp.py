@@ -294,14 +294,16 @@ def build_copy(directory, umask="022", timeout=120):
 
 @pytest.fixture(scope="module")
 def rebuilt(tmp_path_factory):
-    """A copy of the repository's build inputs (no .git, no .venv, no dist), built once: (copy, sha256)."""
+    """A copy of the repository's build inputs (no .git, no dist), built once: (copy, sha256)."""
     assert not stale_sources(), f"dist/ is older than {stale_sources()}: run ./build.sh first"
     copy = tmp_path_factory.mktemp("rebuild")
     for directory in ("bin", "lib"):
         shutil.copytree(ROOT / directory, copy / directory)
     for name in ("build.sh", "requirements-dev.txt", "pyproject.toml"):
         shutil.copy2(ROOT / name, copy / name)
-    # The copy's build.sh makes its own .venv from the project's Python; pip's cache keeps that quick.
+    # The same pinned tools (the checkout's .venv, which build.sh finds set up): what must not matter is where,
+    # when and under which umask and time zone the build runs.
+    (copy / ".venv").symlink_to(ROOT / ".venv")
     return copy, sha256(build_copy(copy))
 
 
