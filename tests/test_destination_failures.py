@@ -56,13 +56,15 @@ def runs(prefix, count=RUNS, **overrides):
     return documents
 
 
-def spool_runs(destination, documents, spool):
-    """Put runs in the spool the way a failing live delivery leaves them."""
+def spool_runs(destination, documents, spool, legacy=False):
+    """Put runs in the spool the way a failing live delivery leaves them (`legacy`: the way 0.1.0 did)."""
     sink_name = DESTINATIONS[destination.name][0]
     script = SCRIPTS[sink_name]
     env = DESTINATIONS[destination.name][2](destination.emulator)
     config = script.read_config(env)
     label, material = script.destination(config)
+    if legacy:
+        (material,) = script.legacy_destinations(config)
     directory, key = str(spool / sink_name), peepshow_sink.destination_key(material)
     for document in documents:
         peepshow_sink.spool_put(directory, key, peepshow_sink.derive(document, env), label)
@@ -214,3 +216,12 @@ def test_retry_rejected_goes_with_flush(run_sink):
     result = run_sink("cassandra", b"", {}, args=["--retry-rejected"])
     assert_clean_failure(result, 2)
     assert "--flush" in result.stderr
+
+
+def test_runs_spooled_by_0_1_0_are_delivered_by_this_version(destination, spool):
+    # 0.1.0 named a destination with its token (and endpoint or warehouse): its runs must not be orphaned.
+    spool_runs(destination, runs("legacy"), spool, legacy=True)
+    result = destination.run(stdin=b"", args=["--flush"])
+    assert result.code == 0, result
+    assert f"delivered {RUNS} spooled run(s)" in result.stdout and "; 0 left" in result.stdout
+    assert destination.stored() == RUNS and destination.spooled() == []

@@ -177,7 +177,7 @@ def test_the_readme_download_is_verified(tmp_path):
         assert check.returncode != 0 and "databricks.pyz: FAILED" in check.stdout
 
 
-@pytest.mark.parametrize("version", ["0.1.0", "Unreleased"])
+@pytest.mark.parametrize("version", ["0.1.0", "0.2.0"])
 def test_release_notes_come_from_the_changelog(version):
     notes = run([ROOT / ".ci" / "release-notes", version], check=True).stdout
     assert notes.strip(), notes
