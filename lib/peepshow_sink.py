@@ -1215,8 +1215,10 @@ def _replay(sink, config, ctx, spool, stderr, until=None):
         nonlocal rejected
         spool_release(path, "rejected")
         rejected += 1
-        message = f"spooled run {reason}"
-        _say(stderr, sink.NAME, message) if stderr else log(ctx, message)
+        if stderr:
+            _say(stderr, sink.NAME, f"spooled run {reason}")
+        else:
+            log(ctx, f"spooled run {reason}")
 
     while until is None or time.monotonic() < until:
         claimed = spool_claim(spool["dir"], spool["keys"], limit=getattr(sink, "REPLAY_GROUP", 100))

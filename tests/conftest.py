@@ -63,6 +63,21 @@ def standalone_emulator(module, *args, banners=1):
         process.stdout.close()
 
 
+def self_signed_certificate(directory, common_name, alt_names):
+    """(cert.pem, key.pem) in `directory`: a P-256 certificate for `alt_names` ("DNS:x", "IP:y"), by the openssl
+    CLI, for an emulator that serves HTTPS."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        + ["-days", "2", "-subj", f"/CN={common_name}", "-addext", "subjectAltName=" + ",".join(alt_names)]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return str(cert), str(key)
+
+
 class Result:
     def __init__(self, completed, elapsed):
         self.code = completed.returncode

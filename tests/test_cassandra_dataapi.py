@@ -2,27 +2,24 @@
 pure pieces: which API a configuration resolves to, the request bodies, the per-row results."""
 
 import json
-import subprocess
 
 import pytest
 
-from tests.conftest import FIXTURE_NAMES, assert_clean_failure, fixture, fixture_bytes, load_script
+from tests.conftest import (
+    FIXTURE_NAMES,
+    assert_clean_failure,
+    fixture,
+    fixture_bytes,
+    load_script,
+    self_signed_certificate,
+)
 from tests.emulators.dataapi import DataAPI
+from tests.emulators.stargate import PEEPSHOW_SCHEMA
 from tests.proxy import Proxy
 
 TOKEN = "AstraCS:test-token"
 ASTRA = "https://0f3a6c1e-9b7d-4e2a-8c55-1d2e3f4a5b6c-us-east1.apps.astra.datastax.com"
-COLUMNS = {
-    "run_id": "text",
-    "title": "text",
-    "frames": "bigint",
-    "duration": "double",
-    "transcript": "text",
-    "thumbnail_url": "text",
-    "strategy": "text",
-    "tags": "text",
-    "created_at": "timestamp",
-}
+COLUMNS = dict(PEEPSHOW_SCHEMA["columns"])  # SPEC §4's table, as the Stargate tests know it
 
 cassandra = load_script("cassandra")
 sink = cassandra.sink
@@ -65,16 +62,7 @@ def backfill(runs):
 def astra_certificate(tmp_path_factory):
     """A certificate for *.apps.astra.datastax.com, the name the sink verifies, made by the `openssl` CLI."""
     directory = tmp_path_factory.mktemp("astra-tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        + ["-days", "2", "-subj", "/CN=apps.astra.datastax.com"]
-        + ["-addext", "subjectAltName=DNS:*.apps.astra.datastax.com", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return str(cert), str(key)
+    return self_signed_certificate(directory, "apps.astra.datastax.com", ["DNS:*.apps.astra.datastax.com"])
 
 
 @pytest.fixture(scope="module")

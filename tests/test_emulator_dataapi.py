@@ -10,22 +10,13 @@ import urllib3
 
 from tests.conftest import standalone_emulator
 from tests.emulators.dataapi import DataAPI
+from tests.emulators.stargate import PEEPSHOW_SCHEMA
 
 TOKEN = "AstraCS:test-token"
 KEYSPACE = "/api/json/v1/peepshow"
 TABLE = "/api/json/v1/peepshow/peepshow_runs"
 UTC = datetime.timezone.utc
-COLUMNS = {
-    "run_id": "text",
-    "title": "text",
-    "frames": "bigint",
-    "duration": "double",
-    "transcript": "text",
-    "thumbnail_url": "text",
-    "strategy": "text",
-    "tags": "text",
-    "created_at": "timestamp",
-}
+COLUMNS = dict(PEEPSHOW_SCHEMA["columns"])  # SPEC §4's table, as the Stargate tests know it
 ROW = {"run_id": "run-1", "title": "Pilot", "frames": 12, "duration": 42.5, "created_at": "2026-11-20T09:14:03.123Z"}
 
 

@@ -4,11 +4,9 @@ Everything runs the built event-track zipapp against emulators and a proxy on 12
 call is one POST: easy to count). HTTPS uses a throwaway self-signed certificate made by the `openssl` CLI.
 """
 
-import subprocess
-
 import pytest
 
-from tests.conftest import TOKENS, assert_clean_failure, fixture_bytes
+from tests.conftest import TOKENS, assert_clean_failure, fixture_bytes, self_signed_certificate
 from tests.emulators.segment import Segment
 from tests.proxy import Proxy
 
@@ -28,33 +26,7 @@ SHORT = "1"
 def certificate(tmp_path_factory):
     """(certfile, keyfile): self-signed for localhost and 127.0.0.1, no CA; what a private endpoint looks like."""
     directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return str(cert), str(key)
+    return self_signed_certificate(directory, "localhost", ["IP:127.0.0.1", "DNS:localhost"])
 
 
 @pytest.fixture(scope="session")
