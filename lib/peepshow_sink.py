@@ -54,13 +54,6 @@ def _project_version(path):
     return "0+unknown"
 
 
-def __getattr__(name):
-    # `sink.__version__` as most packages spell it, computed only when a sink reads it.
-    if name == "__version__":
-        return version()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 class SinkError(Exception):
     """A one-line, user-facing failure; `code` is the exit code.
 

@@ -88,7 +88,7 @@ M2M = {"DATABRICKS_CLIENT_ID": CLIENT_ID, "DATABRICKS_CLIENT_SECRET": CLIENT_SEC
 def test_the_method_is_picked_as_the_sdk_picks_it(env, method):
     config = resolve({**BASE, **env})
     assert config["auth"]["type"] == method
-    assert config["user_agent"].startswith(f"peepshow-sink-databricks/{db.sink.__version__} python/")
+    assert config["user_agent"].startswith(f"peepshow-sink-databricks/{db.sink.version()} python/")
     assert config["user_agent"].endswith(f" auth/{method}") and " os/" in config["user_agent"]
 
 

@@ -84,7 +84,7 @@ def test_the_helper_reads_pyproject_only_when_asked():
     script = (
         "import sys; sys.path.insert(0, 'lib'); import peepshow_sink as sink\n"
         "assert sink._version is None\n"
-        "print(sink.__version__, sink._version)\n"
+        "print(sink.version(), sink._version)\n"
     )
     assert run([sys.executable, "-c", script], cwd=ROOT, check=True).stdout == f"{VERSION} {VERSION}\n"
 
