@@ -21,6 +21,10 @@ _version = None  # build.sh stamps pyproject.toml's version here in each zipapp'
 EXIT_OK, EXIT_USAGE, EXIT_DEPENDENCY, EXIT_PAYLOAD, EXIT_REMOTE = 0, 2, 3, 4, 5
 DEFAULT_TIMEOUT = 30.0
 TRANSCRIPT_LIMIT = 1024 * 1024
+# Every other text a table stores is bounded too, so that no run is refused for its size: the tag bag like the
+# transcript (as JSON that stays whole), the title, strategy and thumbnail URL well below any row limit.
+TAGS_LIMIT = 1024 * 1024
+COLUMN_LIMIT = 64 * 1024
 MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
 
@@ -54,29 +58,51 @@ def _project_version(path):
     return "0+unknown"
 
 
-class SinkError(Exception):
-    """A one-line, user-facing failure; `code` is the exit code.
+# Whose fault a failure is decides what becomes of the run (docs/reliability.md, "Whose fault").
+TRANSIENT = "transient"  # passing (the network, a 5xx, a 429, the deadline): kept for this destination
+DESTINATION = "destination"  # the destination refused the configuration (URL, credentials, grants, a missing
+#                              keyspace, table or warehouse): kept for whichever configuration works next
+REFUSED = "refused"  # the service refused what the request carried (a value, an event, its size)
 
-    Whose fault it is decides what happens to the run. `run` means the service pinned the failure on this run
-    (a bad value, event or row): the run is rejected for good. Anything else is the destination's (wrong URL,
-    credentials, permissions, a missing table) or passing (`transient`: the network, a 5xx): the run is kept in
-    the spool, and a backfill or replay stops at the first one, since every later run would meet it too.
+
+class SinkError(Exception):
+    """A one-line, user-facing failure.
+
+    code     the exit code
+    message  the one line shown (redacted when printed)
+    fault    TRANSIENT, DESTINATION or REFUSED: whose fault it is
+    pinned   for REFUSED: the service named this run (a row, an event index); an unpinned refusal names only the
+             request, which may have carried several runs
+    reason   the service's own error code (or "HTTP <status>"): two refusals with the same reason are alike
     """
 
-    def __init__(self, code, message, transient=False, run=False):
+    def __init__(self, code, message, fault=DESTINATION, pinned=False, reason=None):
         super().__init__(message)
         self.code = code
         self.message = message
-        self.transient = transient
-        self.run = run
+        self.fault = fault
+        self.pinned = pinned
+        self.reason = reason
+
+    @property
+    def transient(self):
+        return self.fault == TRANSIENT
+
+    @property
+    def run(self):
+        """The service refused what the request carried: the other requests of a delivery still go out."""
+        return self.fault == REFUSED
 
 
 def usage_error(message):
     return SinkError(EXIT_USAGE, message)
 
 
-def remote_error(message, transient=False, run=False):
-    return SinkError(EXIT_REMOTE, message, transient=transient, run=run)
+def remote_error(message, transient=False, run=False, reason=None, pinned=None):
+    """A failure of the remote side: passing (`transient`), a refusal of what was sent (`run`; `pinned` when the
+    service named the run, which is the default), else the destination's."""
+    fault = TRANSIENT if transient else REFUSED if run else DESTINATION
+    return SinkError(EXIT_REMOTE, message, fault, run if pinned is None else pinned, reason)
 
 
 # -- secrets -------------------------------------------------------------------------------------------------------
@@ -178,10 +204,11 @@ def refuse_plain_http(url, variable):
 
 
 def iter_documents(stream):
-    """Yield each JSON value of a byte stream holding one or more documents (concatenated or one per line).
+    """Yield each JSON value of a byte stream holding one or more documents (concatenated or one per line), and
+    in place of one that is not JSON a SinkError(4) naming it: the stream goes on at the next line that starts a
+    document (NDJSON resumes at the next line). Raises SinkError(4) for bad UTF-8 or an empty stream.
 
     Streams: holds the current document plus one read chunk, so memory stays flat over any number of runs.
-    Raises SinkError(4) for bad UTF-8, bad JSON, or an empty stream.
     """
     import codecs
     import re
@@ -190,28 +217,41 @@ def iter_documents(stream):
     utf8 = codecs.getincrementaldecoder("utf-8")()
     blank = re.compile(r"[ \t\r\n\ufeff]*")
     buffer, offset, eof, count = "", 0, False, 0
+    line, counted = 1, 0  # the line number at buffer[counted]
     while True:
         offset = blank.match(buffer, offset).end()
         if offset == len(buffer):
             if eof:
                 break
-            (buffer, eof), offset = _read_more(stream, utf8, ""), 0
+            line += buffer.count("\n", counted)
+            (buffer, eof), offset, counted = _read_more(stream, utf8, ""), 0, 0
             continue
+        line += buffer.count("\n", counted, offset)
+        counted = offset
         try:
             value, offset = decoder.raw_decode(buffer, offset)
         except json.JSONDecodeError as error:
-            if not eof:
-                (buffer, eof), offset = _read_more(stream, utf8, buffer[offset:]), 0
+            # A document cannot hold a line that starts with "{" (JSON text puts nested objects after a key or
+            # an indent): one that does means this document broke off and the next one began there.
+            resume = buffer.find("\n{", offset)
+            if resume < 0 and not eof:
+                (buffer, eof), offset, counted = _read_more(stream, utf8, buffer[offset:]), 0, 0
                 if len(buffer) > MAX_DOCUMENT_BYTES:
                     raise SinkError(EXIT_PAYLOAD, "stdin: one document is larger than 256 MiB") from None
                 continue
+            count += 1
+            alone = count == 1 and resume < 0
+            where = "stdin" if alone else f"document {count} on stdin (line {line})"
             what = "truncated" if error.pos >= len(buffer) - 1 else "not valid JSON"
-            where = f"document {count + 1} on stdin" if count else "stdin"
-            raise SinkError(
+            yield SinkError(
                 EXIT_PAYLOAD,
-                f"{where} is {what} ({error.msg} at character {error.pos - offset + 1}): "
-                "pipe the output of `peepshow <video> --emit json`",
-            ) from None
+                f"{where} is {what} ({error.msg} at character {error.pos - offset + 1})"
+                + (": pipe the output of `peepshow <video> --emit json`" if alone else ": skipped"),
+            )
+            if resume < 0:
+                break
+            offset = resume + 1
+            continue
         count += 1
         yield value
     if count == 0:
@@ -281,10 +321,17 @@ def basename(path):
 
 
 def iso_millis(epoch_seconds):
+    """RFC 3339 in UTC with milliseconds and a four-digit year (strftime's %Y drops leading zeros on some C
+    libraries: 0999 would come out as 999)."""
     import datetime
 
     moment = datetime.datetime.fromtimestamp(epoch_seconds, datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+# The instants every destination can carry: RFC 3339 needs four digits of year, and Delta, Cassandra and the
+# analytics APIs refuse or misread anything else. [1000-01-01T00:00:00Z, 10000-01-01T00:00:00Z) in epoch seconds.
+EARLIEST_CREATED, LATEST_CREATED = -30610224000.0, 253402300800.0
 
 
 def parse_iso(value):
@@ -346,12 +393,13 @@ def thumbnail_url(payload, env):
     return base.rstrip("/") + "/" + urllib.parse.quote(basename(path).encode("utf-8"), safe="-._~")
 
 
-def derive(payload, env, now=None, source="stdin"):
+def derive(payload, env, now=None, source="stdin", identity=None):
     """The values every sink writes (SPEC §1), computed once per run. Raises SinkError(4) for an unusable run,
     naming `source` (where the document came from).
 
     `created_at` comes from the payload's `createdAt` (manifests, and runs replayed from the spool, carry it),
     else from `now`: the sink stores it with a spooled run so a replay is recognised as the same delivery.
+    `identity` names the run across invocations (run_identity); a spooled run passes the one it was kept under.
     """
     if not isinstance(payload, dict):
         kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
@@ -368,28 +416,106 @@ def derive(payload, env, now=None, source="stdin"):
     tags = field(payload, "video", "tags")
     tags = {str(k): v for k, v in tags.items()} if isinstance(tags, dict) else {}
     tags = json.loads(clean_text(json.dumps(tags, ensure_ascii=False)))
-    created = parse_iso(payload.get("createdAt"))
+    created = created_at_of(payload.get("createdAt"), source)
     frames = payload.get("frames")
     transcript = text(field(payload, "audio", "transcript", "text"))
     if transcript:
         transcript = cut_utf8(transcript, TRANSCRIPT_LIMIT)
+    identity = identity or run_identity(payload)
     payload = _without_bulk(payload, transcript)
+    title = text(tags.get("title")) or text(tags.get("show")) or text(field(payload, "input", "filename")) or run_id
+    strategy = text(payload.get("strategy")) or text(field(payload, "extraction", "strategy"))
+    thumbnail = thumbnail_url(payload, env)
     return {
         "run_id": run_id,
-        "title": text(tags.get("title"))
-        or text(tags.get("show"))
-        or text(field(payload, "input", "filename"))
-        or run_id,
+        "title": cut_utf8(title, COLUMN_LIMIT),
         "frames": len(frames) if isinstance(frames, list) else 0,
         "duration": number(field(payload, "video", "durationSeconds")),
         "transcript": transcript,
-        "thumbnail_url": thumbnail_url(payload, env),
-        "strategy": text(payload.get("strategy")) or text(field(payload, "extraction", "strategy")),
-        "tags": json.dumps(tags, ensure_ascii=False, separators=(",", ":")),
+        "thumbnail_url": thumbnail if thumbnail is None or len(thumbnail) <= COLUMN_LIMIT else None,
+        "strategy": strategy and cut_utf8(strategy, COLUMN_LIMIT),
+        "tags": fit_json(tags, TAGS_LIMIT),
         "tag_values": tags,
         "created_at": iso_millis(created if created is not None else (now if now is not None else time.time())),
+        "identity": identity,
         "payload": payload,
     }
+
+
+def created_at_of(value, source):
+    """Epoch seconds of a payload's createdAt; None when it is missing or no date-time (the sink's own time is
+    used then). A date-time outside years 1000-9999 in UTC cannot be carried: the document is unusable."""
+    import re
+
+    seconds = parse_iso(value)
+    year = re.match(r"\s*(\d{4})-", value) if isinstance(value, str) else None
+    too_early = year is not None and int(year.group(1)) < 1000  # year 0000 is no date for datetime either
+    if too_early or (seconds is not None and not EARLIEST_CREATED <= seconds < LATEST_CREATED):
+        raise SinkError(
+            EXIT_PAYLOAD,
+            f"{source}: createdAt {value.strip()!r} is outside the years 1000-9999 (UTC) that every destination "
+            "can store: fix the manifest's createdAt",
+        )
+    return seconds
+
+
+# What identifies a run: what its extraction produced. A manifest.json adds bookkeeping (runId, createdAt, input,
+# host, ...) to the document `--emit json` printed for the same run, so only the fields both carry count, and a
+# live run, a re-piped copy of it and its manifest in a later backfill are one run. A run folder reused by another
+# extraction holds other frames, probes or audio: another run.
+IDENTITY_FIELDS = ("outputDir", "strategy", "frames", "video", "extraction", "audio")
+
+
+def run_identity(payload):
+    """32 hex digits naming the run (IDENTITY_FIELDS; the manifest's runId only when there is no outputDir)."""
+    material = {key: payload.get(key) for key in IDENTITY_FIELDS}
+    if not text(payload.get("outputDir")):
+        material["runId"] = payload.get("runId")
+    encoded = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _digest("sha256", clean_text(encoded).encode("utf-8"))[:16].hex()
+
+
+def fit_json(values, limit, measure=None):
+    """Compact JSON of the object `values` at most `limit` long (UTF-8 bytes; `measure` counts otherwise): the
+    longest string values are shortened first (ending in "…"), entries dropped only when no string is left to
+    shorten. The JSON itself is never cut, so whatever stores the text can still parse it."""
+    import heapq
+
+    measure = measure or utf8_length
+    values = dict(values)
+
+    def size(key):
+        return measure(json.dumps({key: values[key]}, ensure_ascii=False, separators=(",", ":"))) - 2
+
+    sizes = {key: size(key) for key in values}
+    total = 2 + sum(sizes.values()) + max(0, len(values) - 1)
+    longest = [(-measure(value), key) for key, value in values.items() if isinstance(value, str) and value]
+    heapq.heapify(longest)
+    while total > limit and values:
+        if longest:
+            _, key = heapq.heappop(longest)
+            value = values[key]
+            keep = measure(value) - (total - limit) - measure("…")
+            values[key] = cut_text(value, keep, measure) + "…" if keep > 0 else ""
+        else:  # only non-strings (numbers, objects) left: drop the largest entry
+            key = max(sizes, key=sizes.get)
+            del values[key]
+            total -= sizes.pop(key) + (1 if values else 0)
+            continue
+        before, sizes[key] = sizes[key], size(key)
+        total += sizes[key] - before
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+
+
+def utf8_length(value):
+    return len(value.encode("utf-8"))
+
+
+def cut_text(value, limit, measure=None):
+    """`value` cut to at most `limit` by `measure` (default UTF-8 bytes, never inside a character)."""
+    if measure is None or measure is utf8_length:
+        return cut_utf8(value, limit)
+    return value[:limit]
 
 
 def _without_bulk(payload, transcript):
@@ -499,10 +625,13 @@ def _bypass_proxy(host, port, no_proxy):
 
 
 class Response:
-    __slots__ = ("status", "headers", "body")
+    """A complete answer: `status`, `headers`, `body` (bytes), and `throttled`, the seconds `send` spent waiting
+    out 429s before this answer (a message can then say how long the service held the request back)."""
 
-    def __init__(self, status, headers, body):
-        self.status, self.headers, self.body = status, headers, body
+    __slots__ = ("status", "headers", "body", "throttled")
+
+    def __init__(self, status, headers, body, throttled=0.0):
+        self.status, self.headers, self.body, self.throttled = status, headers, body, throttled
 
     def json(self):
         """The body as a JSON value, or None when it is not JSON (HTML error pages, proxies, truncation)."""
@@ -536,7 +665,7 @@ def describe_request(req):
 
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-MAX_ATTEMPTS = 6
+MAX_ATTEMPTS = 6  # per request, not counting the answers that were 429s: those are waited out while time allows
 MAX_BODY = 64 * 1024 * 1024
 
 
@@ -546,8 +675,9 @@ def send(ctx, req, retry_statuses=RETRY_STATUSES, deadline=None, what=None, vari
     Returns the last Response whatever its status (the sink's parse_response judges it). Raises a transient
     SinkError(5) when no response could be had, naming `what` (the service), the host and port, and `variable`
     (the setting that points there). Waits honour Retry-After (seconds or HTTP date) but never past the deadline;
-    otherwise exponential backoff with full jitter. urllib3's own Retry is not used for the loop because it
-    cannot stop at an overall deadline; its Retry-After parser is.
+    otherwise exponential backoff with full jitter. A 429 says "later", not "broken": it does not count against
+    MAX_ATTEMPTS, and is waited out for as long as the deadline allows. urllib3's own Retry is not used for the
+    loop because it cannot stop at an overall deadline; its Retry-After parser is.
     """
     import random
 
@@ -558,7 +688,8 @@ def send(ctx, req, retry_statuses=RETRY_STATUSES, deadline=None, what=None, vari
     where = f"{what} at {host_port(req['url'])}" if what else host_port(req["url"])
     fix = f": check {variable}" if variable else ""
     pool = _pool_for(ctx["http"], req["url"])
-    attempt = 0
+    attempt = failures = 0
+    throttled_since = None
     while True:
         attempt += 1
         left = deadline - time.monotonic()
@@ -572,17 +703,23 @@ def send(ctx, req, retry_statuses=RETRY_STATUSES, deadline=None, what=None, vari
             if not retryable:
                 raise remote_error(problem, transient=True) from None
             response = None
+        if response is not None and throttled_since is not None:
+            response.throttled = time.monotonic() - throttled_since
         if response is not None and response.status not in retry_statuses:
             return response
+        if response is not None and response.status == 429:
+            throttled_since = throttled_since or time.monotonic()
+        else:
+            failures += 1
         if response is not None:
             problem = f"{where} answered HTTP {response.status}"
             wait = _retry_after(urllib3, response)
         else:
             wait = None
         if wait is None:
-            wait = random.uniform(0, min(8.0, 0.25 * 2**attempt))  # noqa: S311 - jitter, not a secret
+            wait = random.uniform(0, min(8.0, 0.25 * 2 ** min(attempt, 8)))  # noqa: S311 - jitter, not a secret
         left = deadline - time.monotonic()
-        if attempt >= MAX_ATTEMPTS or wait >= left - 0.1:
+        if failures >= MAX_ATTEMPTS or wait >= left - 0.1:
             if response is not None:
                 return response
             raise remote_error(problem, transient=True)
@@ -696,7 +833,18 @@ def log(ctx, message):
         print(redact(f"{ctx['name']}: {message}"), file=sys.stderr, flush=True)
 
 
-# -- spool and delivered-run record --------------------------------------------------------------------------------
+# -- the spool: runs waiting for a destination ---------------------------------------------------------------------
+#
+# <spool root>/<sink>/ holds one file per run that was not delivered:
+#   <key>-<run>.json                   waiting. <key> names the destination the run is kept for (destination_key),
+#                                      or the sink's unbound key: a run whose destination refused its configuration
+#                                      goes to whichever configuration of the sink works next
+#   <key>-<run>.json.claimed-<owner>   being delivered by the process that holds .owner-<owner>.lock
+#   <key>-<run>.rejected               refused by the service; `--flush --retry-rejected` queues it again
+#   <name>.unreadable                  a file that could not be read: set aside and named, never deleted
+#   delivered-<key>.txt                the record of the runs delivered there (what a backfill skips)
+# <run> is the run's identity (run_identity); 0.2.0 named runs by run_key, and kept them under keys that
+# legacy_destinations still gives: those replay too.
 
 
 def spool_dir(env, name):
@@ -730,7 +878,27 @@ def _digest(algorithm, data):
 
 
 def run_key(row):
+    """How 0.2.0 named a spooled run (its runs are still read; new ones are named by their identity)."""
     return destination_key((row["run_id"], row["created_at"]))
+
+
+class Spool:
+    """One invocation's place in the spool.
+
+    directory  the sink's spool directory; None when PEEPSHOW_SINK_SPOOL=off
+    key        this destination's key: runs kept for a passing failure, and the record of delivered runs
+    keys       every key whose runs this destination takes: `key`, older spellings of it, and `unbound`
+    unbound    the key of runs whose destination refused the configuration (the next one that works takes them)
+    label      the destination as messages name it
+    owner      this process's claim lock (Owner), made at its first claim
+    """
+
+    __slots__ = ("directory", "key", "keys", "unbound", "label", "owner")
+
+    def __init__(self, directory, key, older, unbound, label):
+        self.directory, self.key, self.unbound, self.label = directory, key, unbound, label
+        self.keys = tuple(dict.fromkeys((key, *older, unbound)))
+        self.owner = None
 
 
 def _private_dir(path):
@@ -752,17 +920,19 @@ def _private_dir(path):
     os.chmod(missing[0] if missing else path, 0o700)
 
 
-def write_private(path, data):
-    """Write `data` to `path` atomically (temp file + rename), readable by its owner only."""
+def write_private(path, data, durable=True):
+    """Write `data` to `path` atomically (temp file + rename), readable by its owner only. `durable` waits for
+    the disk: without it the file survives the process (killed, crashed), not the machine."""
     directory = os.path.dirname(path)
     _private_dir(directory)
     temporary = os.path.join(directory, f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -770,125 +940,338 @@ def write_private(path, data):
         raise
 
 
-# A spool holds `<key>-<run>.json` files; `keys` name one destination: the key of today's identity first, then the
-# keys older versions gave the same destination (their runs replay too). `.rejected` files are runs the service
-# refused; `.claimed-<pid>` ones are being replayed by that process.
+# -- claims: a spooled run being delivered belongs to a live process -----------------------------------------------
+# A process claims a run by renaming its file to `.claimed-<owner>` while it holds an operating-system lock on
+# `.owner-<owner>.lock`. The kernel drops the lock when the process ends, however it ends (killed, crashed, a
+# container stopped), so a claim whose owner's lock is free is taken back by the next flush or delivery. No
+# process id is ever probed: ids are reused (PID 1 in every container) and on Windows a probe by os.kill ends the
+# process.
 
 
-def spool_put(directory, key, row, label):
-    """Keep an undelivered run; the stored payload carries created_at so a replay reuses every derived id."""
-    payload = dict(row["payload"])
-    payload["createdAt"] = row["created_at"]
-    entry = {"destination": label, "run": payload}
-    path = os.path.join(directory, f"{key}-{run_key(row)}.json")
-    write_private(path, json.dumps(entry, ensure_ascii=False).encode("utf-8"))
-    return path
+class Owner:
+    """This process's claim lock: `token` (in claimed file names), the lock file's `path`, its open `descriptor`."""
+
+    __slots__ = ("token", "path", "descriptor")
+
+    def __init__(self, token, path, descriptor):
+        self.token, self.path, self.descriptor = token, path, descriptor
 
 
-def _spool_names(directory, keys=None, suffix=".json"):
-    """This destination's spool files ending in `suffix` (every destination's when `keys` is None)."""
+def _try_lock(descriptor):
+    """Lock an open file for this process without waiting; False when another process holds the lock."""
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _unlock(descriptor):
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            os.lseek(descriptor, 0, os.SEEK_SET)
+            msvcrt.locking(descriptor, msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    except OSError:
+        pass
+
+
+def claim_owner(spool):
+    """This process's Owner, made (and locked) at its first claim."""
+    if spool.owner is None:
+        _private_dir(spool.directory)
+        token = f"{os.getpid()}x{os.urandom(4).hex()}"  # unique even when a process id comes back
+        path = os.path.join(spool.directory, f".owner-{token}.lock")
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        _try_lock(descriptor)
+        spool.owner = Owner(token, path, descriptor)
+    return spool.owner
+
+
+def release_owner(spool):
+    """At exit: drop the claim lock (what the kernel would do anyway) and its file."""
+    owner, spool.owner = spool.owner, None
+    if owner is not None:
+        _unlock(owner.descriptor)
+        os.close(owner.descriptor)
+        _remove_quietly(owner.path)
+
+
+def _owner_alive(directory, token):
+    """Whether the process that claimed runs as `token` still runs: its lock file is there and locked."""
+    path = os.path.join(directory, f".owner-{token}.lock")
+    try:
+        descriptor = os.open(path, os.O_RDWR)
+    except OSError:
+        return False  # no lock file: its process is gone (0.2.0 named claims by process id and made none)
+    try:
+        if not _try_lock(descriptor):
+            return True
+        _unlock(descriptor)
+    finally:
+        os.close(descriptor)
+    _remove_quietly(path)  # a dead owner's file: nobody will lock it again
+    return False
+
+
+def _remove_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _rename_quietly(source, target):
+    try:
+        os.replace(source, target)
+        return True
+    except OSError:
+        return False
+
+
+def _spool_names(directory, keys=None):
+    """The spool's file names (of this destination's `keys`, or all), sorted; no temporary or lock files."""
     prefixes = tuple(key + "-" for key in keys) if keys else ""
     try:
         names = os.listdir(directory)
     except OSError:
         return []
-    return sorted(name for name in names if name.startswith(prefixes) and name.endswith(suffix) and name[0] != ".")
+    return sorted(name for name in names if name.startswith(prefixes) and name[0] != ".")
 
 
-def spool_claim(directory, keys, limit=None):
-    """Claim this destination's spooled runs by renaming them; a rename succeeds for one process only.
+def _claimed_by(name):
+    return name.rsplit(".claimed-", 1)[1] if ".claimed-" in name else None
 
-    Returns [(claimed_path, payload)]. Claims left by a process that died are taken back first.
-    """
-    for name in _spool_names(directory, keys, suffix=""):
-        if ".claimed-" in name:
-            owner = name.rsplit(".claimed-", 1)[1]
-            if owner.isdigit() and not _alive(int(owner)):
-                path = os.path.join(directory, name)
-                _rename_quietly(path, path.rsplit(".claimed-", 1)[0])
-    claimed = []
-    for name in _spool_names(directory, keys):
-        path = os.path.join(directory, name)
-        target = f"{path}.claimed-{os.getpid()}"
-        if not _rename_quietly(path, target):
+
+def spool_put(directory, key, row, label, durable=True):
+    """Keep an undelivered run under `key`. The stored payload carries created_at, and the entry the run's
+    identity, so a replay reuses every derived id and is recognised as the same run."""
+    path = os.path.join(directory, f"{key}-{row['identity']}.json")
+    write_private(path, _entry(row, label), durable)
+    return path
+
+
+def _entry(row, label):
+    payload = dict(row["payload"])
+    payload["createdAt"] = row["created_at"]
+    entry = {"destination": label, "identity": row["identity"], "run": payload}
+    return json.dumps(entry, ensure_ascii=False).encode("utf-8")
+
+
+def spool_hold(spool, row):
+    """Write a live run down before it is sent, already claimed by this process: a run the process does not
+    live to settle (a signal, a kill) is taken back by the next flush. Returns the claimed path."""
+    owner = claim_owner(spool)
+    path = os.path.join(spool.directory, f"{spool.key}-{row['identity']}.json.claimed-{owner.token}")
+    write_private(path, _entry(row, spool.label), durable=False)  # the page cache outlives the process
+    return path
+
+
+def spool_find(spool, identity):
+    """A spooled copy of the run `identity` for this destination: ("waiting", path), ("busy", path) when a live
+    process is delivering it, or None."""
+    for name in _spool_names(spool.directory, spool.keys):
+        if f"-{identity}.json" not in name:
             continue
-        try:
-            with open(target, encoding="utf-8") as handle:
-                claimed.append((target, json.load(handle)["run"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            _rename_quietly(target, path + ".unreadable")
-        if limit and len(claimed) >= limit:
-            break
-    return claimed
+        owner = _claimed_by(name)
+        path = os.path.join(spool.directory, name)
+        if owner is None and name.endswith(".json"):
+            return "waiting", path
+        if owner is not None:
+            if _owner_alive(spool.directory, owner):
+                return "busy", path
+            return "waiting", path
+    return None
 
 
-def spool_release(claimed_path, outcome):
-    """Settle a claimed run: "delivered" removes it, "rejected" sets it aside, "kept" puts it back in the queue."""
+def spool_claim_path(spool, path):
+    """Claim one spooled file (waiting, or abandoned by a dead process); (claimed path, entry) or None."""
+    owner = claim_owner(spool)
+    target = f"{path.rsplit('.claimed-', 1)[0]}.claimed-{owner.token}"
+    if not _rename_quietly(path, target):
+        return None
+    try:
+        with open(target, encoding="utf-8") as handle:
+            entry = json.load(handle)
+        if not isinstance(entry, dict) or not isinstance(entry.get("run"), dict):
+            raise ValueError("no run")
+    except (OSError, ValueError, UnicodeDecodeError):
+        _rename_quietly(target, target.rsplit(".claimed-", 1)[0] + ".unreadable")
+        return target, None
+    return target, entry
+
+
+class Claims:
+    """The claimable runs of a flush or replay, listed once: a flush of 20,000 runs lists the spool once, not
+    once per group. `busy` counts the runs live processes hold."""
+
+    __slots__ = ("spool", "names", "busy")
+
+    def __init__(self, spool):
+        self.spool = spool
+        self.names = []
+        self.busy = 0
+        alive = {}
+        for name in _spool_names(spool.directory, spool.keys):
+            owner = _claimed_by(name)
+            if owner is None:
+                if name.endswith(".json"):
+                    self.names.append(name)
+                continue
+            if spool.owner is not None and owner == spool.owner.token:
+                continue
+            if owner not in alive:
+                alive[owner] = _owner_alive(spool.directory, owner)
+            if alive[owner]:
+                self.busy += 1
+            else:
+                self.names.append(name)  # left by a process that died mid-delivery: taken back
+
+    def take(self, limit):
+        """Claim up to `limit` runs: [(claimed path, entry or None when unreadable)]."""
+        claimed = []
+        while self.names and len(claimed) < limit:
+            name = self.names.pop(0)
+            found = spool_claim_path(self.spool, os.path.join(self.spool.directory, name))
+            if found is not None:
+                claimed.append(found)
+        return claimed
+
+
+def spool_release(claimed_path, outcome, key=None):
+    """Settle a claimed run: "delivered" removes it, "rejected" sets it aside, "kept" puts it back in the queue,
+    under `key` when the failure changed whose it is (a refused configuration: unbound)."""
     original = claimed_path.rsplit(".claimed-", 1)[0]
     if outcome == "delivered":
-        os.unlink(claimed_path)
-    elif outcome == "rejected":
+        _remove_quietly(claimed_path)
+        return
+    if key is not None:
+        folder, name = os.path.split(original)
+        original = os.path.join(folder, key + name[name.index("-") :])
+    if outcome == "rejected":
         _rename_quietly(claimed_path, original[: -len(".json")] + ".rejected")
-    else:
-        _rename_quietly(claimed_path, original)
+        return
+    try:  # a live run was written without waiting for the disk: it is kept now, so make it durable first
+        descriptor = os.open(claimed_path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+    except OSError:
+        pass
+    _rename_quietly(claimed_path, original)
+
+
+def release_claims(spool):
+    """Put back every run this process still claims (an interrupted flush or replay)."""
+    if spool.owner is None:
+        return
+    suffix = f".claimed-{spool.owner.token}"
+    for name in _spool_names(spool.directory, spool.keys):
+        if name.endswith(suffix):
+            spool_release(os.path.join(spool.directory, name), "kept")
 
 
 def spool_count(directory, keys=None, suffix=".json"):
     """Runs waiting for this destination (every destination when `keys` is None); `.rejected` ones with `suffix`."""
-    return len(_spool_names(directory, keys, suffix))
+    return sum(1 for name in _spool_names(directory, keys) if name.endswith(suffix))
 
 
 def spool_requeue_rejected(directory, keys):
     """Put this destination's rejected runs back in the queue (the user fixed the cause); returns how many."""
-    names = _spool_names(directory, keys, ".rejected")
+    names = [name for name in _spool_names(directory, keys) if name.endswith(".rejected")]
     for name in names:
         path = os.path.join(directory, name)
         _rename_quietly(path, path[: -len(".rejected")] + ".json")
     return len(names)
 
 
-def _rename_quietly(source, target):
-    try:
-        os.rename(source, target)
-        return True
-    except OSError:
-        return False
+# -- the record of delivered runs ----------------------------------------------------------------------------------
+# One line per run delivered to a destination, so that a backfill skips what a live run (whose payload carries no
+# createdAt, so no shared dedup id) already delivered: {"id": identity, "run": run_id, "dir": outputDir, "runId":
+# the manifest's runId}. 0.2.0 wrote the run_id alone (a JSON string's inside), which a backfill still honours.
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
+class Record:
+    """What the record says was delivered: `ids` (identities), `run_ids` (manifest runIds), `dirs` (output
+    folders), and `names`: the run_ids 0.2.0 recorded, which named folders only."""
+
+    __slots__ = ("ids", "run_ids", "dirs", "names")
+
+    def __init__(self):
+        self.ids, self.run_ids, self.dirs, self.names = set(), set(), set(), set()
+
+    def has(self, row):
+        return row["identity"] in self.ids or row["run_id"] in self.names
 
 
 def delivered_runs(directory, keys):
-    """Run ids already delivered to this destination (backfills skip them: a live run carried no createdAt)."""
-    done = set()
+    """The Record of the runs delivered to this destination (under any of its keys)."""
+    record = Record()
     for key in keys:
         try:
-            with open(os.path.join(directory, f"delivered-{key}.txt"), encoding="utf-8") as handle:
-                for line in handle:
-                    try:
-                        done.add(json.loads('"' + line.rstrip("\n") + '"'))  # a line is the inside of a JSON string
-                    except ValueError:
-                        continue
+            handle = open(os.path.join(directory, f"delivered-{key}.txt"), encoding="utf-8")  # noqa: SIM115
         except OSError:
             continue
-    return done
+        with handle:
+            for line in handle:
+                try:
+                    if line.startswith("{"):
+                        entry = json.loads(line)
+                        record.ids.add(entry["id"])
+                        if entry.get("runId"):
+                            record.run_ids.add(entry["runId"])
+                        if entry.get("dir"):
+                            record.dirs.add(entry["dir"])
+                    else:
+                        record.names.add(json.loads('"' + line.rstrip("\n") + '"'))
+                except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                    continue
+    return record
 
 
-def record_delivered(directory, key, run_ids):
-    if not run_ids:
+def is_recorded(directory, keys, identity):
+    """Whether the record lists `identity`: one search through the file, for a live run (no parsing)."""
+    needle = f'"id":"{identity}"'.encode()
+    for key in keys:
+        try:
+            with open(os.path.join(directory, f"delivered-{key}.txt"), "rb") as handle:
+                if needle in handle.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def record_delivered(directory, key, rows):
+    if not rows:
         return
     _private_dir(directory)
-    data = "".join(json.dumps(run_id)[1:-1] + "\n" for run_id in run_ids).encode("utf-8")
-    descriptor = os.open(os.path.join(directory, f"delivered-{key}.txt"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    lines = []
+    for row in rows:
+        entry = {"id": row["identity"], "run": row["run_id"]}
+        payload = row["payload"]
+        if text(payload.get("outputDir")):
+            entry["dir"] = payload["outputDir"]
+        if text(payload.get("runId")):
+            entry["runId"] = payload["runId"]
+        lines.append(json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_BINARY", 0)
+    descriptor = os.open(os.path.join(directory, f"delivered-{key}.txt"), flags, 0o600)
     try:
-        os.write(descriptor, data)
+        os.write(descriptor, "".join(lines).encode("utf-8"))
     finally:
         os.close(descriptor)
 
@@ -903,17 +1286,21 @@ Register with peepshow:
 
 Input:
   stdin            one run: the JSON that `peepshow <video> --emit json` prints (peepshow pipes it in);
-                   several runs, concatenated or one per line, are a backfill
+                   several runs, concatenated or one per line, are a backfill (a malformed one is named and
+                   skipped, and the exit code is 4 at the end)
   PATH ...         manifest.json files or run directories (their manifest.json) to backfill
   --from-index [PATH]
-                   backfill every run in peepshow's index (default ~/.peepshow/runs/index.ndjson)
+                   backfill every run in peepshow's index (default ~/.peepshow/runs/index.ndjson); runs
+                   already delivered and runs whose files are gone are counted and skipped
 
 Options:
   --dry-run        print the exact request(s) for the input, credentials redacted; send nothing
   --flush          replay the runs kept in the spool (reads no stdin); exit 0 only when none is left and
-                   none was rejected; it stops at the first failure of the destination itself
+                   none was rejected
   --retry-rejected with --flush: queue the runs the service rejected (*.rejected) again, once you fixed
                    the cause (a column type, a bad value)
+  --resend         with a backfill: send runs the record says were delivered too (after the table was
+                   dropped); dedup ids, MERGE and primary keys still keep one copy of each
   --check          verify configuration and reachability without writing anything
   --print-schema   print the table definition for the configured target
   --verbose        narrate retries and replays on stderr
@@ -928,14 +1315,23 @@ Shared environment:
   HTTPS_PROXY, HTTP_PROXY, NO_PROXY, SSL_CERT_FILE   honoured
 
 Exit codes: 0 delivered, 2 usage or configuration, 3 missing dependency, 4 malformed stdin,
-  5 remote or network failure. A run is kept in the spool unless the service refused that run itself
-  (a bad value or event): a down, misconfigured or unauthorised destination never costs a run.
+  5 remote or network failure, 130 / 143 interrupted (SIGINT / SIGTERM; the run is kept). A run that was not
+  delivered is kept in the spool; one the service refused while it took others is set aside as *.rejected.
 """
 
 GROUP_RUNS = 500
+GROUP_BYTES = 16 * 1024 * 1024
+REPLAY_RUNS = 100
 # "No (further) document": JSON null is a document, so None cannot mean that.
 _END = object()
-GROUP_BYTES = 16 * 1024 * 1024
+
+
+class Interrupted(BaseException):
+    """SIGTERM, raised in the main thread as SIGINT raises KeyboardInterrupt; `code` is the exit code."""
+
+    def __init__(self, code):
+        super().__init__(code)
+        self.code = code
 
 
 def main(sink, argv=None, env=None, stdin=None, stdout=None, stderr=None):
@@ -953,6 +1349,9 @@ def main(sink, argv=None, env=None, stdin=None, stdout=None, stderr=None):
     except KeyboardInterrupt:
         _say(stderr, sink.NAME, "interrupted")
         return 130
+    except Interrupted as interrupt:
+        _say(stderr, sink.NAME, "interrupted")
+        return interrupt.code
     except Exception as error:  # noqa: BLE001 - the last line of defence: never a traceback, never a secret
         _say(stderr, sink.NAME, f"internal error ({type(error).__name__}: {error}); please report it")
         return EXIT_REMOTE
@@ -972,6 +1371,7 @@ def parse_args(argv):
         "--dry-run",
         "--flush",
         "--retry-rejected",
+        "--resend",
         "--check",
         "--print-schema",
         "--verbose",
@@ -1014,19 +1414,17 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
     timeout = read_timeout(env)
     config = sink.read_config(env)
     # deadline: the run's, when one run is delivered as it happens (else each request gets its own); live: the rows
-    # being delivered are that run (not a backfill or a replay of the spool).
-    ctx = {"name": sink.NAME, "env": env, "timeout": timeout, "deadline": None, "live": False}
+    # being delivered are that run (not a backfill or a replay of the spool); accepted: the destination took a run
+    # in this invocation (what makes a refusal the run's own); on_interrupt: what to undo if a signal comes.
+    ctx = {"name": sink.NAME, "env": env, "timeout": timeout, "deadline": None, "live": False, "accepted": False}
     ctx["verbose"] = options.get("verbose")
-    ctx["stderr"] = stderr
+    ctx["on_interrupt"] = []
     if options.get("print_schema"):
         if not hasattr(sink, "print_schema"):
             raise usage_error(f"{sink.NAME} writes no table: there is no schema to print")
         stdout.write(sink.print_schema(config).rstrip("\n") + "\n")
         return EXIT_OK
-    label, material = sink.destination(config)
-    older = sink.legacy_destinations(config) if hasattr(sink, "legacy_destinations") else []
-    keys = tuple(dict.fromkeys(destination_key(identity) for identity in [material, *older]))
-    spool = {"dir": spool_dir(env, sink.NAME), "keys": keys, "label": label}
+    spool = _spool(sink, config, env)
     if options.get("check"):
         ctx["http"] = http_client(env)
         report = CheckReport(stdout)
@@ -1034,12 +1432,64 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
         if code != EXIT_OK:
             _say(stderr, sink.NAME, report.reason())
         return code
+    _on_sigterm()
+    try:
+        return _dispatch(sink, config, ctx, spool, options, stdin, stdout, stderr, started)
+    except (KeyboardInterrupt, Interrupted) as interrupt:
+        _undo(ctx)
+        if spool.directory:
+            release_claims(spool)
+        raise interrupt from None
+    finally:
+        if spool.directory:
+            release_owner(spool)
+
+
+def _spool(sink, config, env):
+    label, material = sink.destination(config)
+    older = sink.legacy_destinations(config) if hasattr(sink, "legacy_destinations") else []
+    family = sink.unbound_destination(config) if hasattr(sink, "unbound_destination") else ()
+    return Spool(
+        spool_dir(env, sink.NAME),
+        destination_key(material),
+        [destination_key(identity) for identity in older],
+        destination_key(("unbound", *family)),
+        label,
+    )
+
+
+def _on_sigterm():
+    """SIGTERM (a cancelled CI job, `timeout`, a stopped container) interrupts like Ctrl-C, so the run is kept."""
+    import signal
+
+    def interrupt(number, frame):
+        raise Interrupted(128 + number)
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+    except (ValueError, OSError):  # not the main thread (an embedding caller): keep its handlers
+        pass
+
+
+def _undo(ctx):
+    """On a signal: what the delivery in flight registered to undo (cancel a running statement), briefly."""
+    for undo in list(ctx.get("on_interrupt") or ()):
+        try:
+            undo()
+        except Exception as error:  # noqa: BLE001 - a failed undo must not hide the interruption
+            log(ctx, f"on interruption: {error}")
+
+
+def _dispatch(sink, config, ctx, spool, options, stdin, stdout, stderr, started):
+    env = ctx["env"]
     if options.get("flush"):
         ctx["http"] = http_client(env, getattr(sink, "CONCURRENCY", 1) + 1)
         return _flush(sink, config, ctx, spool, stdout, stderr, options.get("retry_rejected"))
-
+    record = None
+    if spool.directory and not options.get("dry_run") and not options.get("resend"):
+        record = delivered_runs(spool.directory, spool.keys)
     if options["paths"] or options["from_index"]:
-        documents = _manifest_documents(options, stdin)
+        sources = _manifest_sources(options, stdin, record)
         single = _END
     else:
         stream = stdin or _stdin()
@@ -1051,9 +1501,11 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
         first = next(documents)
         second = next(documents, _END)
         if second is _END:
+            if isinstance(first, SinkError):
+                raise first
             single = first
         else:
-            documents = _on_stdin(_chain([first, second], documents))
+            sources = _on_stdin(_chain([first, second], documents))
             single = _END
 
     if options.get("dry_run") and hasattr(sink, "describe"):
@@ -1065,11 +1517,11 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
             for req in sink.build_requests([row], config):
                 stdout.write(describe_request(req))
             return EXIT_OK
-        ctx["deadline"] = started + timeout
+        ctx["deadline"] = started + ctx["timeout"]
         ctx["http"] = http_client(env)
-        return _deliver_single(sink, config, ctx, spool, row, stderr)
+        return _deliver_live(sink, config, ctx, spool, row, stderr)
     ctx["http"] = http_client(env, getattr(sink, "CONCURRENCY", 1) + 1)
-    return _backfill(sink, config, ctx, spool, documents, options.get("dry_run"), stdout, stderr)
+    return _backfill(sink, config, ctx, spool, sources, record, options.get("dry_run"), stdout, stderr)
 
 
 def _this_environment(sink, env):
@@ -1107,6 +1559,44 @@ class CheckReport:
         return self.failures[0] + (f" (and {more} more problem(s): see the report on stdout)" if more else "")
 
 
+class Progress:
+    """What a backfill or flush says on stderr: its running count, on a terminal only, in one line rewritten in
+    place and cleared before any message, so that the two never share a line."""
+
+    __slots__ = ("stream", "name", "live", "shown")
+
+    def __init__(self, stream, name):
+        self.stream, self.name = stream, name
+        self.live = bool(stream) and hasattr(stream, "isatty") and stream.isatty()
+        self.shown = ""
+
+    def show(self, text):
+        if self.live:
+            self.shown = text
+            self._write(f"\r{self.name}: {text}\x1b[K")
+
+    def say(self, message):
+        if self.stream is None:
+            return
+        if self.shown:
+            self._write("\r\x1b[K")
+        _say(self.stream, self.name, message)
+        if self.shown:
+            self._write(f"\r{self.name}: {self.shown}\x1b[K")
+
+    def clear(self):
+        if self.shown:
+            self._write("\r\x1b[K")
+            self.shown = ""
+
+    def _write(self, text):
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
 def _stdin():
     """The binary stdin; a closed one (`sink <&-`) reads as empty rather than crashing."""
     if sys.stdin is None:
@@ -1122,31 +1612,132 @@ def _chain(head, tail):
 
 
 def _on_stdin(documents):
-    """(where, document) for each document of a stream on stdin."""
+    """(where, document) for each document of a stream on stdin (a malformed one is a SinkError in its place)."""
     for number_, document in enumerate(documents, 1):
         yield f"document {number_} on stdin", document
 
 
+# -- judging a delivery: whose fault each failure is ---------------------------------------------------------------
+# A refusal the service pins on nothing but the request (a bare 400 or 413, Segment's "Exceed payload limit", a
+# statement failing on some value) is narrowed down before it is judged: the request's runs are sent again in
+# halves (their dedup ids make that harmless) until the refusal follows single runs, or every part is refused
+# alike. A refusal that follows one run is that run's once the destination took another run in this invocation;
+# before that, nothing shows that the destination itself works, so the runs stay queued and the sending stops. A
+# destination that refuses everything alike costs about 2 x log2(n) requests to recognise, not n.
+
+
 def _deliver_rows(sink, config, ctx, rows):
-    """Per-row outcomes: None when delivered, else the SinkError (a failure of the whole call applies to all)."""
+    """Per-row outcomes of one delivery: None (delivered) or a SinkError (one for the whole call applies to all)."""
     try:
-        outcomes = sink.deliver(rows, config, ctx)
+        outcomes = list(sink.deliver(rows, config, ctx))
     except SinkError as error:
-        return [error] * len(rows)
-    return list(outcomes)
+        outcomes = [error] * len(rows)
+    if any(outcome is None for outcome in outcomes):
+        ctx["accepted"] = True
+    return outcomes
 
 
-def _deliver_single(sink, config, ctx, spool, row, stderr):
+def deliver_judged(sink, config, ctx, rows):
+    """Per-row outcomes, each refusal that named no run narrowed down to the runs it follows."""
+    return _narrow_refusals(sink, config, ctx, rows, _deliver_rows(sink, config, ctx, rows))
+
+
+def _narrow_refusals(sink, config, ctx, rows, outcomes):
+    shared = {}  # rows refused together in one request share its SinkError
+    for index, outcome in enumerate(outcomes):
+        if outcome is not None and outcome.fault == REFUSED and not outcome.pinned:
+            shared.setdefault(id(outcome), []).append(index)
+    for indices in shared.values():
+        if len(indices) < 2:
+            continue
+        refusal = outcomes[indices[0]]
+        if _alike(refusal, ctx.get("refused_alike")):  # the destination already refused every part of a request so
+            narrowed = [_refused_alike(refusal)] * len(indices)
+        else:
+            narrowed = _narrow(sink, config, ctx, [rows[index] for index in indices], refusal)
+        for index, outcome in zip(indices, narrowed):
+            outcomes[index] = outcome
+    return outcomes
+
+
+def _narrow(sink, config, ctx, rows, refusal):
+    """Outcomes for `rows`, refused as a whole by `refusal`: the first half narrowed down (depth first), then the
+    second half; when both halves are refused alike, the refusal follows no run: the destination's."""
+    middle = len(rows) // 2
+    first = deliver_judged(sink, config, ctx, rows[:middle])
+    if all(_alike(outcome, refusal) for outcome in first):
+        second = _deliver_rows(sink, config, ctx, rows[middle:])
+        if all(_alike(outcome, refusal) for outcome in second):
+            ctx["refused_alike"] = refusal
+            return [_refused_alike(refusal)] * len(rows)
+        second = _narrow_refusals(sink, config, ctx, rows[middle:], second)
+    else:
+        second = deliver_judged(sink, config, ctx, rows[middle:])
+    return first + second
+
+
+def _alike(outcome, refusal):
+    if outcome is None or refusal is None or outcome.fault not in (REFUSED, DESTINATION):
+        return False
+    if outcome.reason is not None or refusal.reason is not None:
+        return outcome.reason == refusal.reason
+    return outcome.message == refusal.message
+
+
+def _refused_alike(refusal):
+    return SinkError(refusal.code, refusal.message, DESTINATION, False, refusal.reason)
+
+
+def _verdict(outcome, ctx):
+    """What becomes of a run that was not delivered: "rejected" (set aside: the service refused it while it took
+    another run), "kept" (queued for this destination: a passing failure) or "unbound" (queued for whichever
+    configuration works next: the destination refused the configuration, or everything it was sent)."""
+    if outcome.fault == REFUSED and ctx["accepted"]:
+        return "rejected"
+    return "kept" if outcome.fault == TRANSIENT else "unbound"
+
+
+def _why_kept(outcome, sink):
+    """The clause a message adds about a run kept after `outcome`."""
+    if outcome.fault == REFUSED:
+        check = (
+            f"`{sink.NAME} --check` compares it with what the sink writes; " if hasattr(sink, "print_schema") else ""
+        )
+        return (
+            "nothing reached the destination in this invocation, so the cause may be the destination, not the run: "
+            f"{check}once it is fixed, "
+        )
+    return "" if outcome.fault == TRANSIENT else "once that is fixed, "
+
+
+# -- one run, as it happens ----------------------------------------------------------------------------------------
+
+
+def _deliver_live(sink, config, ctx, spool, row, stderr):
+    """Deliver the run peepshow just made, within its deadline; keep it when it cannot be delivered.
+
+    The run is written to the spool, claimed by this process, before it is sent: a signal, a kill or a crash at
+    any instant leaves it for the next flush. The same run piped again (peepshow re-firing a sink) is the same
+    run: delivered already, it is not sent again; kept, its stored copy is sent, with the same created_at.
+    """
     import threading
 
+    held = None
+    if spool.directory:
+        if is_recorded(spool.directory, spool.keys[:-1], row["identity"]):
+            log(ctx, f"run {row['run_id']} was delivered to {spool.label} already: not sent again")
+            return EXIT_OK
+        held, row = _hold(ctx, spool, row)
+        if held is None and row is None:
+            return EXIT_OK
     state = {}
 
     def work():
         ctx["live"] = True
-        state["live"] = _deliver_rows(sink, config, ctx, [row])[0]
+        state["live"] = deliver_judged(sink, config, ctx, [row])[0]
         ctx["live"] = False  # what follows is a replay of older runs, however few
-        if state["live"] is None and spool["dir"] and spool_count(spool["dir"], spool["keys"]):
-            _replay(sink, config, ctx, spool, None, until=ctx["deadline"] - 1.0)
+        if state["live"] is None and spool.directory and spool_count(spool.directory, spool.keys):
+            _replay(sink, config, ctx, spool, Progress(None, sink.NAME), until=ctx["deadline"] - 1.0)
 
     def guarded():
         try:
@@ -1155,110 +1746,217 @@ def _deliver_single(sink, config, ctx, spool, row, stderr):
             state.setdefault("live", error)
 
     # The hard stop: whatever the server does (trickles header bytes, hangs in DNS), peepshow gets control back
-    # by the deadline. The worker is a daemon thread and is abandoned at exit; an unfinished replay leaves its
-    # claimed spool files, which the next run takes back.
+    # by the deadline. The worker is a daemon thread and is abandoned at exit; runs it had claimed for a replay go
+    # back to the queue with this process's claim lock.
     worker = threading.Thread(target=guarded, name="deliver", daemon=True)
     worker.start()
-    worker.join(max(0.0, ctx["deadline"] - time.monotonic()) + 0.25)
+    try:
+        worker.join(max(0.0, ctx["deadline"] - time.monotonic()) + 0.25)
+    except (KeyboardInterrupt, Interrupted) as interrupt:
+        code = interrupt.code if isinstance(interrupt, Interrupted) else 130
+        return _interrupted(sink, ctx, spool, held, row, state, code, stderr)
     outcome = state.get("live", "timeout")
     if outcome == "timeout":
         outcome = remote_error(
             f"gave up after {ctx['timeout']:g}s without an answer from the destination (PEEPSHOW_SINK_TIMEOUT)", True
         )
     if outcome is None:
-        if spool["dir"]:
+        if held:
+            spool_release(held, "delivered")
             try:
-                record_delivered(spool["dir"], spool["keys"][0], [row["run_id"]])
+                record_delivered(spool.directory, spool.key, [row])
             except OSError:
                 pass  # the record only spares a later backfill a duplicate; the run itself is delivered
         return EXIT_OK
     if not isinstance(outcome, SinkError):
         raise outcome
-    message = outcome.message
-    if not outcome.run:
-        message += _keep(spool, row, sink.NAME, outcome)
-    _say(stderr, sink.NAME, message)
+    _say(stderr, sink.NAME, outcome.message + _keep_live(sink, spool, held, row, outcome))
     return outcome.code
 
 
-def _keep(spool, row, name, failure):
-    """Spool a run the destination did not take; the text to append to the failure message."""
-    if not spool["dir"]:
-        return " (not kept: PEEPSHOW_SINK_SPOOL=off)"
+def _hold(ctx, spool, row):
+    """(claimed path, row) of the live run written down before sending: a kept copy of the same run when there
+    is one (its stored created_at), else a new one. (None, row) when the spool cannot be written (the run is
+    still sent); (None, None) when another live process is delivering this very run."""
+    found = spool_find(spool, row["identity"])
     try:
-        spool_put(spool["dir"], spool["keys"][0], row, spool["label"])
+        if found is not None and found[0] == "busy":
+            log(ctx, f"run {row['run_id']} is being delivered by another process: not sent twice")
+            return None, None
+        if found is not None:
+            claimed = spool_claim_path(spool, found[1])
+            if claimed is not None and claimed[1] is not None:
+                log(ctx, f"run {row['run_id']} was kept earlier: sending the kept copy")
+                return claimed[0], derive(claimed[1]["run"], ctx["env"], identity=row["identity"])
+        return spool_hold(spool, row), row
+    except (OSError, SinkError) as error:
+        log(ctx, f"cannot write the run down before sending it ({getattr(error, 'strerror', None) or error})")
+        return None, row
+
+
+def _keep_live(sink, spool, held, row, outcome):
+    """Keep a live run that was not delivered; the text to append to the failure message."""
+    if not spool.directory:
+        return " (not kept: PEEPSHOW_SINK_SPOOL=off)"
+    key = spool.key if _verdict(outcome, {"accepted": False}) == "kept" else spool.unbound
+    try:
+        if held:
+            spool_release(held, "kept", key)
+            if os.path.exists(held):
+                raise OSError(f"cannot rename {held}")
+        else:
+            spool_put(spool.directory, key, row, spool.label)
     except OSError as error:
-        return f" (and the run could not be kept in {spool['dir']}: {error.strerror or error})"
-    when = "" if failure.transient else "once that is fixed, "
-    return f" (the run was kept in {spool['dir']}: {when}`{name} --flush` or the next successful delivery replays it)"
+        return f" (and the run could not be kept in {spool.directory}: {error.strerror or error})"
+    return (
+        f" (the run was kept in {spool.directory}: {_why_kept(outcome, sink)}`{sink.NAME} --flush` or the next "
+        "successful delivery replays it)"
+    )
 
 
-def _replay(sink, config, ctx, spool, stderr, until=None):
+def _interrupted(sink, ctx, spool, held, row, state, code, stderr):
+    """A signal during a live run: undo what is in flight (a running statement), keep the run, say so."""
+    ctx["deadline"] = time.monotonic()  # whatever the worker does next gives up at once
+    _undo(ctx)
+    signal_name = "SIGINT" if code == 130 else "SIGTERM"
+    if state.get("live", "unsettled") is None:
+        if held:
+            spool_release(held, "delivered")
+        message = f"interrupted ({signal_name}) after the run was delivered"
+    elif not spool.directory:
+        message = f"interrupted ({signal_name}): the run was not kept (PEEPSHOW_SINK_SPOOL=off)"
+    else:
+        try:
+            if held:
+                spool_release(held, "kept")
+            else:
+                spool_put(spool.directory, spool.key, row, spool.label)
+            message = (
+                f"interrupted ({signal_name}): the run was kept in {spool.directory}: `{sink.NAME} --flush` or the "
+                "next successful delivery replays it"
+            )
+        except OSError as error:
+            message = f"interrupted ({signal_name}): the run could not be kept ({error.strerror or error})"
+    _say(stderr, sink.NAME, message)
+    return code
+
+
+# -- the spool, replayed ---------------------------------------------------------------------------------------------
+
+
+class Tally:
+    """What an invocation did with its runs, as its last line says it."""
+
+    __slots__ = ("delivered", "rejected", "kept", "not_kept", "skipped", "duplicates", "gone", "malformed")
+
+    def __init__(self):
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+    def summary(self):
+        parts = [f"{self.delivered} delivered"]
+        words = (
+            (self.rejected, "rejected (set aside as *.rejected)"),
+            (self.kept, "kept"),
+            (self.not_kept, "not kept"),
+            (self.skipped, "skipped as already delivered"),
+            (self.duplicates, "skipped as repeated in the input"),
+            (self.gone, "skipped as gone (their files no longer exist)"),
+            (self.malformed, "malformed"),
+        )
+        return ", ".join(parts + [f"{count} {what}" for count, what in words if count])
+
+
+def _replay(sink, config, ctx, spool, progress, until=None, tally=None):
     """Deliver this destination's spooled runs, a group at a time, until `until` (monotonic) or the spool is empty.
 
-    Returns (delivered, rejected, failure). `failure` is the first failure that was not a run's own: the
-    destination's (its runs would all meet it) or a passing one; the replay stops there and every run not
-    delivered stays in the spool. A run the service refuses is set aside as `*.rejected`, and said on `stderr`
-    (a live run's replay passes None: on success the sink stays silent, --verbose tells).
+    Returns (tally, failure, busy): `failure` is the one that stopped the replay (not a run's own: the
+    destination's, or a passing one), after which every run not delivered stays queued; `busy` counts the runs
+    other live processes were delivering. A run the service refuses while it takes others is set aside as
+    `*.rejected` and named through `progress`.
     """
-    delivered = rejected = 0
-    done = delivered_runs(spool["dir"], spool["keys"])
-
-    def set_aside(path, reason):
-        nonlocal rejected
-        spool_release(path, "rejected")
-        rejected += 1
-        if stderr:
-            _say(stderr, sink.NAME, f"spooled run {reason}")
-        else:
-            log(ctx, f"spooled run {reason}")
-
-    while until is None or time.monotonic() < until:
-        claimed = spool_claim(spool["dir"], spool["keys"], limit=getattr(sink, "REPLAY_GROUP", 100))
+    tally = tally or Tally()
+    record = delivered_runs(spool.directory, spool.keys)
+    claims = Claims(spool)
+    failure = None
+    while not failure and (until is None or time.monotonic() < until):
+        claimed = claims.take(getattr(sink, "REPLAY_GROUP", REPLAY_RUNS))
         if not claimed:
             break
-        rows, paths = [], []
-        for path, payload in claimed:
-            try:
-                row = derive(payload, ctx["env"])
-            except SinkError as error:
-                set_aside(path, f"{os.path.basename(path)} is unusable and was set aside: {error.message}")
-                continue
-            if row["run_id"] in done:  # a backfill delivered it meanwhile, under its manifest's created_at
-                spool_release(path, "delivered")
-                continue
-            rows.append(row)
-            paths.append(path)
-        failure, good = None, []
-        for path, row, outcome in zip(paths, rows, _deliver_rows(sink, config, ctx, rows) if rows else []):
-            if outcome is None:
-                good.append(row["run_id"])
-                spool_release(path, "delivered")
-            elif outcome.run:
-                set_aside(path, f"{row['run_id']} rejected: {outcome.message}")
+        runs = _claimed_runs(ctx, spool, claimed, record, tally, progress)
+        rows = [row for row, _ in runs]
+        delivered = []
+        for (row, paths), outcome in zip(runs, deliver_judged(sink, config, ctx, rows) if rows else []):
+            verdict = "delivered" if outcome is None else _verdict(outcome, ctx)
+            if verdict == "delivered":
+                delivered.append(row)
+            elif verdict == "rejected":
+                progress.say(f"spooled run {row['run_id']} rejected: {outcome.message}")
             else:
                 failure = failure or outcome
-                spool_release(path, "kept")
-        record_delivered(spool["dir"], spool["keys"][0], good)
-        delivered += len(good)
-        log(ctx, f"replayed {len(good)} spooled run(s)")
-        if failure:
-            return delivered, rejected, failure
-    return delivered, rejected, None
+            for path in paths:
+                spool_release(
+                    path, "kept" if verdict == "unbound" else verdict, spool.unbound if verdict == "unbound" else None
+                )
+            tally.delivered += verdict == "delivered"
+            tally.rejected += verdict == "rejected"
+        record_delivered(spool.directory, spool.key, delivered)
+        progress.show(f"{tally.delivered} delivered so far")
+        log(ctx, f"replayed {tally.delivered} spooled run(s)")
+    return tally, failure, claims.busy
+
+
+def _claimed_runs(ctx, spool, claimed, record, tally, progress):
+    """[(row, [claimed paths])] to deliver from `claimed`: unreadable files are set aside and named; runs the
+    record says were delivered (a backfill took them meanwhile) are dropped; two files of one run (kept under two
+    keys) are sent once."""
+    runs = {}
+    for path, entry in claimed:
+        name = os.path.basename(path).rsplit(".claimed-", 1)[0]
+        if entry is None:
+            tally.malformed += 1
+            progress.say(f"spooled run {name} is unreadable and was set aside as {name}.unreadable")
+            continue
+        try:
+            identity = entry.get("identity") if isinstance(entry.get("identity"), str) else None
+            row = derive(entry["run"], ctx["env"], identity=identity)
+        except SinkError as error:
+            spool_release(path, "rejected")
+            tally.rejected += 1
+            progress.say(f"spooled run {name} is unusable and was set aside: {error.message}")
+            continue
+        if record.has(row):
+            spool_release(path, "delivered")
+            continue
+        if row["identity"] in runs:
+            runs[row["identity"]][1].append(path)
+        else:
+            runs[row["identity"]] = (row, [path])
+    return list(runs.values())
 
 
 def _flush(sink, config, ctx, spool, stdout, stderr, retry_rejected):
-    if not spool["dir"]:
+    if not spool.directory:
         raise usage_error("PEEPSHOW_SINK_SPOOL=off: there is no spool to flush")
-    directory, keys = spool["dir"], spool["keys"]
+    directory, keys = spool.directory, spool.keys
     requeued = spool_requeue_rejected(directory, keys) if retry_rejected else 0
-    delivered, rejected, failure = _replay(sink, config, ctx, spool, stderr)
+    progress = Progress(stderr, sink.NAME)
+    tally, failure, busy = _replay(sink, config, ctx, spool, progress)
+    # Runs another live process holds (a flush started at the same time) are waited for, within the timeout: it
+    # delivers them, or puts them back and this flush takes them.
+    waiting_until = time.monotonic() + ctx["timeout"]
+    while busy and not failure and time.monotonic() < waiting_until:
+        time.sleep(0.2)
+        tally, failure, busy = _replay(sink, config, ctx, spool, progress, tally=tally)
+    progress.clear()
     left = spool_count(directory, keys)
-    line = f"{sink.NAME}: delivered {delivered} spooled run(s) to {spool['label']}; {left} left"
+    line = f"{sink.NAME}: delivered {tally.delivered} spooled run(s) to {spool.label}; {left} left"
+    if busy:
+        line += f" and {busy} being delivered by another process"
     if requeued:
         line += f" ({requeued} rejected run(s) were queued again)"
-    if rejected:
-        line += f"; {rejected} rejected by this flush"
+    if tally.rejected:
+        line += f"; {tally.rejected} rejected by this flush"
     set_aside = spool_count(directory, keys, ".rejected")
     if set_aside:
         line += (
@@ -1270,17 +1968,29 @@ def _flush(sink, config, ctx, spool, stdout, stderr, retry_rejected):
         line += f"; {elsewhere} more kept for other destinations (flushed when the sink runs with their settings)"
     stdout.write(redact(line) + "\n")
     if failure:
-        raise SinkError(failure.code, f"{failure.message} ({left} run(s) still in the spool for `{sink.NAME} --flush`)")
-    if left:
-        raise remote_error(f"{left} spooled run(s) still undelivered (another --flush may be replaying them)", True)
-    if rejected:
-        raise remote_error(f"this flush rejected {rejected} run(s), each named above; they are kept in {directory}")
+        why = _why_kept(failure, sink)
+        raise SinkError(
+            failure.code,
+            f"{failure.message} ({left} run(s) still in the spool: {why}`{sink.NAME} --flush` delivers them)",
+            failure.fault,
+        )
+    if left or busy:
+        waiting = f"{left} spooled run(s) still undelivered" if left else "no run left here"
+        raise remote_error(f"{waiting}; {busy} being delivered by another process right now", True)
+    if tally.rejected:
+        raise remote_error(
+            f"this flush rejected {tally.rejected} run(s), each named above; they are kept in {directory}"
+        )
     return EXIT_OK
 
 
-def _manifest_documents(options, stdin):
+# -- backfill: many runs in one process -------------------------------------------------------------------------------
+
+
+def _manifest_sources(options, stdin, record):
     """(where, document) for the runs named on the command line (manifest.json files, run directories, `-`) and
-    in peepshow's run index; a document that cannot be read is a SinkError in its place."""
+    in peepshow's run index. In place of a document: a SinkError when it cannot be read, SKIPPED when the record
+    says the run was delivered (checked before its files are read), GONE when an indexed run's files are gone."""
     for path in options["paths"]:
         if path == "-":
             yield from _on_stdin(iter_documents(stdin or _stdin()))
@@ -1297,14 +2007,23 @@ def _manifest_documents(options, stdin):
                     continue
                 try:
                     entry = json.loads(line)
-                    directory = entry.get("outputDir") if isinstance(entry, dict) else None
                 except ValueError:
-                    directory = None
+                    entry = None
+                entry = entry if isinstance(entry, dict) else {}
+                directory, run_id = entry.get("outputDir"), entry.get("runId")
+                where = f"{options['from_index']} line {number_}"
                 if not isinstance(directory, str) or not directory:
-                    where = f"{options['from_index']} line {number_}"
                     yield where, SinkError(EXIT_PAYLOAD, f"{where}: no outputDir")
-                    continue
-                yield _load_manifest(directory)
+                elif record is not None and isinstance(run_id, str) and run_id in record.run_ids:
+                    yield where, SKIPPED
+                elif not os.path.exists(os.path.join(directory, "manifest.json")):
+                    delivered = record is not None and directory in record.dirs
+                    yield where, SKIPPED if delivered else GONE
+                else:
+                    yield _load_manifest(directory)
+
+
+SKIPPED, GONE = object(), object()
 
 
 def _load_manifest(path):
@@ -1319,100 +2038,155 @@ def _load_manifest(path):
         return path, SinkError(EXIT_PAYLOAD, f"{path}: not a peepshow manifest ({error})")
 
 
-def _backfill(sink, config, ctx, spool, documents, dry_run, stdout, stderr):
+def _backfill(sink, config, ctx, spool, sources, record, dry_run, stdout, stderr):
     """Many runs in one process: grouped, batched by the sink, each request bounded by PEEPSHOW_SINK_TIMEOUT.
 
-    The first failure that is not a run's own (the destination's, or one that outlasted the retries) ends the
-    sending: that run, and every run read after it, goes to the spool for `--flush`, with one line that says what
-    is wrong. A run the service refuses is reported on its own line and the backfill goes on.
+    A run the service refuses while it takes others is set aside (`*.rejected`) and named, and the backfill goes
+    on. The first failure that is not a run's own (the destination's, a passing one, or everything refused alike)
+    ends the sending: the runs of that group and every run read after it go to the spool for `--flush`, and the
+    last line says why.
     """
-    done = set() if dry_run or not spool["dir"] else delivered_runs(spool["dir"], spool["keys"])
-    counts = {"delivered": 0, "skipped": 0, "rejected": 0, "kept": 0, "not kept": 0, "malformed": 0}
-    progress = hasattr(stderr, "isatty") and stderr.isatty()
-    stopped = None  # the failure that ended the sending
+    backfill = Backfill(sink, config, ctx, spool, record, dry_run, stdout, Progress(stderr, sink.NAME))
+    try:
+        for where, document in sources:
+            backfill.take(where, document)
+    except SinkError as error:  # a stream that cannot be read on (not UTF-8) ends the reading, not the delivery
+        backfill.tally.malformed += 1
+        backfill.progress.say(error.message)
+    backfill.settle()
+    return backfill.finish()
 
-    def set_aside(rows):
-        for row in rows:
-            try:
-                if not spool["dir"]:
-                    raise OSError("PEEPSHOW_SINK_SPOOL=off")
-                spool_put(spool["dir"], spool["keys"][0], row, spool["label"])
-                counts["kept"] += 1
-            except OSError:
-                counts["not kept"] += 1
 
-    def settle(group):
-        nonlocal stopped
+class Backfill:
+    """One backfill: the runs read into the current `group` (and its `size` in bytes), the identities `seen` so
+    far, the `record` of delivered runs (None: send everything), its `tally`, the failure that `stopped` the
+    sending, and its `progress` line."""
+
+    __slots__ = (
+        "sink",
+        "config",
+        "ctx",
+        "spool",
+        "record",
+        "dry_run",
+        "stdout",
+        "progress",
+        "tally",
+        "stopped",
+        "group",
+        "size",
+        "seen",
+    )
+
+    def __init__(self, sink, config, ctx, spool, record, dry_run, stdout, progress):
+        self.sink, self.config, self.ctx, self.spool, self.record = sink, config, ctx, spool, record
+        self.dry_run, self.stdout, self.progress = dry_run, stdout, progress
+        self.tally = Tally()
+        self.stopped = None
+        self.group, self.size, self.seen = [], 0, set()
+
+    def take(self, where, document):
+        """Add one source document to the group (delivering the group when it is full); a run the record says
+        was delivered, a repeat, a gone or malformed document is counted instead."""
+        if document is SKIPPED or document is GONE:
+            self.tally.skipped += document is SKIPPED
+            self.tally.gone += document is GONE
+            return
+        try:
+            if isinstance(document, SinkError):
+                raise document
+            row = derive(document, self.ctx["env"], source=where)
+        except SinkError as error:
+            self.tally.malformed += 1
+            self.progress.say(error.message)
+            return
+        if self.record is not None and self.record.has(row):
+            self.tally.skipped += 1
+        elif row["identity"] in self.seen:
+            self.tally.duplicates += 1
+        else:
+            self.seen.add(row["identity"])
+            self.group.append(row)
+            self.size += len(row["transcript"] or "") + len(row["tags"]) + 1024
+            if len(self.group) >= GROUP_RUNS or self.size >= GROUP_BYTES:
+                self.settle()
+
+    def settle(self):
+        """Deliver the group (or, once stopped, keep it), and account for every run of it."""
+        group, self.group, self.size = self.group, [], 0
         if not group:
             return
-        if dry_run:
-            for req in sink.build_requests(group, config):
-                stdout.write(describe_request(req))
+        if self.dry_run:
+            for req in self.sink.build_requests(group, self.config):
+                self.stdout.write(describe_request(req))
             return
-        if stopped:
-            set_aside(group)
+        if self.stopped:
+            self.keep(group, self.stopped)
             return
-        good, undelivered = [], []
-        for row, outcome in zip(group, _deliver_rows(sink, config, ctx, group)):
-            if outcome is None:
-                good.append(row["run_id"])
-            elif outcome.run:
-                counts["rejected"] += 1
-                _say(stderr, sink.NAME, f"run {row['run_id']} rejected: {outcome.message}")
+        delivered = []
+        for row, outcome in zip(group, deliver_judged(self.sink, self.config, self.ctx, group)):
+            verdict = "delivered" if outcome is None else _verdict(outcome, self.ctx)
+            if verdict == "delivered":
+                delivered.append(row)
+            elif verdict == "rejected":
+                self.progress.say(f"run {row['run_id']} rejected: {outcome.message}")
+                self.set_aside(row)
             else:
-                stopped = stopped or outcome
-                undelivered.append(row)
-        set_aside(undelivered)
-        counts["delivered"] += len(good)
-        if spool["dir"] and good:
-            record_delivered(spool["dir"], spool["keys"][0], good)
-        if progress:
-            stderr.write(f"\r{sink.NAME}: {counts['delivered']} delivered so far\x1b[K")
-            stderr.flush()
+                self.stopped = self.stopped or outcome
+                self.keep([row], outcome)
+        self.tally.delivered += len(delivered)
+        if self.spool.directory and delivered:
+            record_delivered(self.spool.directory, self.spool.key, delivered)
+        self.progress.show(f"{self.tally.delivered} delivered so far")
 
-    group, size = [], 0
-    try:
-        for where, document in documents:
+    def keep(self, rows, failure):
+        """Queue runs that were not delivered: for this destination after a passing failure, else unbound."""
+        key = self.spool.key if failure.fault == TRANSIENT else self.spool.unbound
+        for row in rows:
             try:
-                if isinstance(document, SinkError):
-                    raise document
-                row = derive(document, ctx["env"], source=where)
-            except SinkError as error:
-                counts["malformed"] += 1
-                _say(stderr, sink.NAME, error.message)
-                continue
-            if row["run_id"] in done:
-                counts["skipped"] += 1
-                continue
-            group.append(row)
-            size += len(row["transcript"] or "") + len(row["tags"]) + 1024
-            if len(group) >= GROUP_RUNS or size >= GROUP_BYTES:
-                settle(group)
-                group, size = [], 0
-    except SinkError as error:  # malformed input stops the reading, not the delivery of what was read
-        counts["malformed"] += 1
-        _say(stderr, sink.NAME, error.message)
-    settle(group)
-    if dry_run:
-        return EXIT_OK if not counts["malformed"] else EXIT_PAYLOAD
-    if counts["delivered"] and not stopped and spool["dir"] and spool_count(spool["dir"], spool["keys"]):
-        replayed, rejected, stopped = _replay(sink, config, ctx, spool, stderr)
-        counts["delivered"] += replayed
-        counts["rejected"] += rejected
-    if progress:
-        stderr.write("\r\x1b[K")
-    summary = ", ".join(f"{count} {what}" for what, count in counts.items() if count or what == "delivered")
-    _say(stderr, sink.NAME, summary + (" (already delivered)" if counts["skipped"] else ""))
-    if stopped:
-        if counts["kept"]:
-            where = f"{counts['kept']} run(s) kept in {spool['dir']}: `{sink.NAME} --flush` delivers them"
-            where = f"{where} once that is fixed" if not stopped.transient else where
-        else:
-            where = "nothing more was sent"
-        if counts["not kept"]:
-            where += f"; {counts['not kept']} run(s) not kept (PEEPSHOW_SINK_SPOOL=off or the spool unwritable)"
-        _say(stderr, sink.NAME, f"stopped: {stopped.message} ({where})")
-        return stopped.code
-    if counts["rejected"]:
-        return EXIT_REMOTE
-    return EXIT_PAYLOAD if counts["malformed"] else EXIT_OK
+                if not self.spool.directory:
+                    raise OSError("PEEPSHOW_SINK_SPOOL=off")
+                spool_put(self.spool.directory, key, row, self.spool.label)
+                self.tally.kept += 1
+            except OSError:
+                self.tally.not_kept += 1
+
+    def set_aside(self, row):
+        """A run the service refused: kept as `*.rejected`, never deleted."""
+        self.tally.rejected += 1
+        if self.spool.directory:
+            try:
+                path = spool_put(self.spool.directory, self.spool.key, row, self.spool.label)
+                _rename_quietly(path, path[: -len(".json")] + ".rejected")
+            except OSError:
+                pass
+
+    def finish(self):
+        """The summary line, the stop reason, and the exit code."""
+        tally, spool, name = self.tally, self.spool, self.sink.NAME
+        if self.dry_run:
+            return EXIT_OK if not tally.malformed else EXIT_PAYLOAD
+        if tally.delivered and not self.stopped and spool.directory and spool_count(spool.directory, spool.keys):
+            _, self.stopped, _ = _replay(self.sink, self.config, self.ctx, spool, self.progress, tally=tally)
+        self.progress.clear()
+        _say(self.progress.stream, name, tally.summary())
+        if tally.rejected and spool.directory:
+            _say(
+                self.progress.stream,
+                name,
+                f"the rejected runs are kept in {spool.directory}: once their cause is fixed, "
+                f"`{name} --flush --retry-rejected` delivers them",
+            )
+        if self.stopped:
+            if tally.kept:
+                where = f"{tally.kept} run(s) kept in {spool.directory}: {_why_kept(self.stopped, self.sink)}"
+                where += f"`{name} --flush` delivers them"
+            else:
+                where = "nothing more was sent"
+            if tally.not_kept:
+                where += f"; {tally.not_kept} run(s) not kept (PEEPSHOW_SINK_SPOOL=off or the spool unwritable)"
+            _say(self.progress.stream, name, f"stopped: {self.stopped.message} ({where})")
+            return self.stopped.code
+        if tally.rejected:
+            return EXIT_REMOTE
+        return EXIT_PAYLOAD if tally.malformed else EXIT_OK

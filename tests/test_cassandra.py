@@ -161,8 +161,9 @@ def test_backfill_sends_every_run(run_sink, stargate, env):
 
 
 def test_replay_overwrites_the_same_row(run_sink, stargate, env):
-    for _ in range(2):
-        assert run_sink("cassandra", fixture_bytes("manifest.json"), env).code == 0
+    # The record of delivered runs spares the second write; without it (no spool) the upsert absorbs it.
+    for spool in ("on", "on", "off"):
+        assert run_sink("cassandra", fixture_bytes("manifest.json"), dict(env, PEEPSHOW_SINK_SPOOL=spool)).code == 0
     assert len(stored(stargate)) == 1 and stargate.writes == 2
 
 
@@ -253,19 +254,21 @@ def test_502_then_success_is_one_row(run_sink, stargate, env):
     assert len(stored(stargate)) == 1
 
 
-def test_a_400_about_the_request_is_the_destinations_and_keeps_the_run(run_sink, stargate, env, spool):
+def test_a_400_about_the_request_keeps_the_run(run_sink, stargate, env, spool):
     stargate.fault(
         "status", status=400, body={"description": "Invalid path for row to create, problem: x", "code": 400}
     )
     result = run_sink("cassandra", fixture_bytes("run-full.json"), env)
     assert_clean_failure(result, 5, TOKEN)
     assert "Invalid path for row to create, problem: x" in result.stderr
-    assert "CASSANDRA_TABLE" in result.stderr
+    assert "cassandra --check" in result.stderr and "was kept" in result.stderr
     assert len(stargate.requests) == 1
     assert len(list((spool / "cassandra").glob("*.json"))) == 1
 
 
-def test_a_400_about_a_value_of_the_row_rejects_that_run(run_sink, stargate, env, spool):
+def test_a_400_about_a_value_of_a_live_run_keeps_it(run_sink, stargate, env, spool):
+    # Nothing else reached the table in this invocation: the table may be at fault as much as the run, so the run
+    # is kept (a later replay that follows a delivered run sets it aside if it is refused again).
     problem = (
         "Invalid path for row to create, problem: Failed to deserialize field 'peepshow_runs.frames', problem: "
         "Cannot coerce String value into expected protobuf type: TypeSpec.Basic.LONG"
@@ -273,9 +276,9 @@ def test_a_400_about_a_value_of_the_row_rejects_that_run(run_sink, stargate, env
     stargate.fault("status", status=400, body={"description": problem, "code": 400})
     result = run_sink("cassandra", fixture_bytes("run-full.json"), env)
     assert_clean_failure(result, 5, TOKEN)
-    assert "Failed to deserialize field" in result.stderr
+    assert "Failed to deserialize field" in result.stderr and "was kept" in result.stderr
     assert len(stargate.requests) == 1
-    assert not list((spool / "cassandra").glob("*.json"))
+    assert len(list((spool / "cassandra").glob("*.json"))) == 1
 
 
 def test_a_value_the_table_refuses(run_sink, stargate_partial, env):
@@ -537,9 +540,9 @@ def test_any_201_is_success(body):
 @pytest.mark.parametrize(
     ("status", "description", "transient", "words"),
     [
-        (400, "Table 'peepshow_runs' not found (in keyspace ks)", True, "CREATE TABLE ks.peepshow_runs ("),
-        (404, "Resource not found: table 'peepshow_runs' not found", True, "CREATE TABLE ks.peepshow_runs ("),
-        (400, "Keyspace ks does not exist", True, "CREATE KEYSPACE ks"),
+        (400, "Table 'peepshow_runs' not found (in keyspace ks)", False, "CREATE TABLE ks.peepshow_runs ("),
+        (404, "Resource not found: table 'peepshow_runs' not found", False, "CREATE TABLE ks.peepshow_runs ("),
+        (400, "Keyspace ks does not exist", False, "CREATE KEYSPACE ks"),
         (400, "Invalid path for row to create, problem: bad", False, "problem: bad"),
         (401, "Invalid token", False, "set CASSANDRA_TOKEN"),
         (404, "HTTP 404 Not Found", False, "CASSANDRA_URL Stargate's REST API base"),

@@ -249,8 +249,9 @@ def test_a_missing_table_is_created_once_for_a_whole_backfill(run_sink, dataapi,
 
 
 def test_replay_writes_the_same_row(run_sink, table, env):
-    for _ in range(2):
-        assert run_sink("cassandra", fixture_bytes("manifest.json"), env).code == 0
+    # The record of delivered runs spares the second write; without it (no spool) the upsert absorbs it.
+    for spool in ("on", "on", "off"):
+        assert run_sink("cassandra", fixture_bytes("manifest.json"), dict(env, PEEPSHOW_SINK_SPOOL=spool)).code == 0
     assert len(stored(table)) == 1 and table.writes == 2
 
 
@@ -336,7 +337,7 @@ def test_a_wrong_path_is_not_mistaken_for_success(run_sink, table, env):
     result = run_sink("cassandra", fixture_bytes("run-full.json"), dict(env, CASSANDRA_URL=table.url + "/api/json"))
     assert result.code == 0, result  # …/api/json gains its /v1
     wrong = dict(env, CASSANDRA_API="data", CASSANDRA_URL=table.url + "/data")
-    result = run_sink("cassandra", fixture_bytes("run-full.json"), wrong)
+    result = run_sink("cassandra", fixture_bytes("run-minimal.json"), wrong)
     assert_clean_failure(result, 5, TOKEN)
     assert "HTTP 404" in result.stderr and "CASSANDRA_URL" in result.stderr
 

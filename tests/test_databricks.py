@@ -54,10 +54,16 @@ def test_config_defaults_and_url_normalisation():
     assert material == ("https://adb-1.2.azuredatabricks.net", "main", "default", "peepshow_runs")
     rotated = config(DATABRICKS_URL="https://adb-1.2.azuredatabricks.net", DATABRICKS_TOKEN="dapi-rotated")
     assert db.destination(dict(rotated, warehouse="other"))[1] == material
-    assert TOKEN in db.legacy_destinations(cfg)[0]  # how 0.1.0 keyed them: still found
-    # 0.1.0 knew only tokens: an OAuth configuration has no older name.
+    assert TOKEN in db.legacy_destinations(cfg)[-1]  # how 0.1.0 keyed them: still found
+    # Unity Catalog names and host names are case-insensitive: one table, one key, whatever the spelling.
+    shouted = config(DATABRICKS_URL="https://ADB-1.2.azuredatabricks.net", DATABRICKS_TABLE="Peepshow_Runs")
+    assert db.destination(shouted)[1] == material
+    assert ("https://ADB-1.2.azuredatabricks.net", "main", "default", "Peepshow_Runs") in db.legacy_destinations(
+        shouted
+    )
+    # 0.1.0 knew only tokens: an OAuth configuration has only 0.2.0's spelling as an older name.
     m2m = dict(ENV, DATABRICKS_TOKEN="", DATABRICKS_CLIENT_ID="id", DATABRICKS_CLIENT_SECRET="dose-x")
-    assert db.legacy_destinations(db.read_config(m2m)) == []
+    assert len(db.legacy_destinations(db.read_config(m2m))) == 1
 
 
 @pytest.mark.parametrize("variable", ["DATABRICKS_URL", "DATABRICKS_TOKEN", "DATABRICKS_WAREHOUSE_ID"])
@@ -193,8 +199,19 @@ def test_statements_stay_under_16_mib():
     assert sorted(index for req in merges for index in req["rows"]) == list(range(20))
 
 
+def test_no_run_is_too_large_once_its_values_are_bounded():
+    # The transcript and the tags are bounded to 1 MiB each, the other texts to 64 KiB: even escaped at their
+    # worst (control characters, six bytes each in JSON) a run fits one statement.
+    control = "\x01" * (2 * 1024 * 1024)
+    huge = row("huge", video={"tags": {"comment": control, "title": control}}, audio={"transcript": {"text": control}})
+    (merge,) = db.build_requests([huge], config())
+    assert not merge["too_large"] and len(merge["body"]) <= 16 * 1024 * 1024
+
+
 def test_a_run_too_large_for_any_statement_is_marked():
-    rows = [row("small"), row("huge", video={"tags": {"comment": "x" * (17 * 1024 * 1024)}})]
+    huge = row("huge")
+    huge["tags"] = "x" * (17 * 1024 * 1024)  # past what derive lets through: the statement is still refused whole
+    rows = [row("small"), huge]
     merges = db.build_requests(rows, config())
     assert [(req["rows"], req["too_large"]) for req in merges] == [([0], False), ([1], True)]
 
@@ -409,11 +426,12 @@ def test_every_fixture_becomes_exactly_one_typed_row(run_sink, warehouse, spool,
 
 
 def test_a_replayed_manifest_adds_no_second_row(run_sink, warehouse):
-    for _ in range(2):
-        result = run(run_sink, warehouse, fixture("manifest.json"))
+    for spool in ("on", "on", "off"):
+        result = run(run_sink, warehouse, fixture("manifest.json"), PEEPSHOW_SINK_SPOOL=spool)
         assert (result.code, result.stderr) == (0, ""), result
     assert len(warehouse.rows(TABLE)) == 1
-    # MERGE, CREATE, MERGE the first time; the one MERGE after that skips the replay.
+    # MERGE, CREATE, MERGE the first time. The same run again is not sent (the record knows it); without the
+    # record (no spool) it is, and the MERGE skips it.
     kinds = [statement["statement"].split()[0] for statement in warehouse.statements]
     assert kinds == ["MERGE", "CREATE", "MERGE", "MERGE"]
 

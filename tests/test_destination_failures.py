@@ -64,7 +64,7 @@ def spool_runs(destination, documents, spool, legacy=False):
     config = script.read_config(env)
     label, material = script.destination(config)
     if legacy:
-        (material,) = script.legacy_destinations(config)
+        material = script.legacy_destinations(config)[-1]  # the oldest spelling: 0.1.0's
     directory, key = str(spool / sink_name), peepshow_sink.destination_key(material)
     for document in documents:
         peepshow_sink.spool_put(directory, key, peepshow_sink.derive(document, env), label)
@@ -137,7 +137,7 @@ def test_backfill_against_a_refusing_destination_stops_and_keeps_every_run(desti
 def claim_order(destination, documents):
     """The documents in the order a flush claims them (by spool file name), as the requests carry them."""
     env = DESTINATIONS[destination.name][2](destination.emulator)
-    return sorted(documents, key=lambda document: peepshow_sink.run_key(peepshow_sink.derive(document, env)))
+    return sorted(documents, key=lambda document: peepshow_sink.derive(document, env)["identity"])
 
 
 def reject_one(destination, documents):

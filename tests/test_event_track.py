@@ -179,10 +179,13 @@ def test_retry_after_is_honoured(run_sink, analytics):
 
 
 def test_replayed_run_is_deduplicated_by_the_provider(run_sink, analytics):
+    # The record of delivered runs spares the third request; without it (no spool) the dedup id absorbs it.
     for provider in PROVIDERS:
         emulator, env = analytics(provider)
-        for _ in range(2):
-            assert run_sink("event-track", fixture_bytes("manifest.json"), env).code == 0
+        for spool in ("on", "on", "off"):
+            assert (
+                run_sink("event-track", fixture_bytes("manifest.json"), dict(env, PEEPSHOW_SINK_SPOOL=spool)).code == 0
+            )
         assert len(emulator.events) == 1, provider
         first, second = (request.body for request in emulator.requests)
         if provider != "segment":
@@ -329,14 +332,14 @@ def test_help_version_and_unknown_option(run_sink):
 
 def test_fit_json_shortens_values_not_the_json():
     tags = {"title": "t" * 1000, "comment": "c" * 10, "nested": {"a": 1}}
-    text = event_track.fit_json(tags, 255)
+    text = event_track.sink.fit_json(tags, 255)
     assert len(text) <= 255
     decoded = json.loads(text)
     assert decoded["comment"] == "c" * 10 and decoded["nested"] == {"a": 1}
     assert decoded["title"].startswith("ttt")
     many = {f"key{i}": 123456 for i in range(100)}
-    assert len(event_track.fit_json(many, 255)) <= 255
-    assert json.loads(event_track.fit_json(many, 255))
+    assert len(event_track.sink.fit_json(many, 255)) <= 255
+    assert json.loads(event_track.sink.fit_json(many, 255))
 
 
 def test_batch_url_replaces_the_last_segment_or_the_whole_path():
