@@ -101,18 +101,14 @@ def spool(tmp_path):
 
 
 @pytest.fixture
-def run_sink(shiv_root, spool, tmp_path):
-    """run_sink(name, stdin=b"" | str | dict, env={...}, args=[...], timeout=60) -> Result.
+def sink_process(shiv_root, spool, tmp_path):
+    """sink_process(name, env={...}, args=[...], direct=False) -> (command, full environment) of a zipapp run.
 
     The environment starts empty but for PATH, a private HOME, the session's SHIV_ROOT, a per-test spool and
     coverage's settings; a variable set to None in `env` is left out.
     """
 
-    def run(name, stdin=b"", env=None, args=(), timeout=60, direct=False):
-        if isinstance(stdin, dict):
-            stdin = json.dumps(stdin).encode()
-        elif isinstance(stdin, str):
-            stdin = stdin.encode()
+    def prepare(name, env=None, args=(), direct=False):
         home = tmp_path / "home"
         home.mkdir(exist_ok=True)
         full_env = {
@@ -132,9 +128,24 @@ def run_sink(shiv_root, spool, tmp_path):
         zipapp = DIST / f"{name}.pyz"
         assert zipapp.exists(), f"{zipapp} is missing: run ./build.sh first"
         command = [str(zipapp)] if direct else [SINK_PYTHON, str(zipapp)]
+        return [*command, *args], full_env
+
+    return prepare
+
+
+@pytest.fixture
+def run_sink(sink_process):
+    """run_sink(name, stdin=b"" | str | dict, env={...}, args=[...], timeout=60) -> Result (see sink_process)."""
+
+    def run(name, stdin=b"", env=None, args=(), timeout=60, direct=False):
+        if isinstance(stdin, dict):
+            stdin = json.dumps(stdin).encode()
+        elif isinstance(stdin, str):
+            stdin = stdin.encode()
+        command, full_env = sink_process(name, env, args, direct)
         started = time.monotonic()
         completed = subprocess.run(
-            [*command, *args], input=stdin, capture_output=True, env=full_env, timeout=timeout, check=False
+            command, input=stdin, capture_output=True, env=full_env, timeout=timeout, check=False
         )
         return Result(completed, time.monotonic() - started)
 
@@ -365,7 +376,7 @@ DESTINATIONS = {
 
 
 @pytest.fixture(params=sorted(DESTINATIONS))
-def destination(request, run_sink, spool):
+def destination(request, run_sink, sink_process, spool):
     sink, emulator_name, make_env, stored, secret, auth, bad = DESTINATIONS[request.param]
     emulator = request.getfixturevalue(emulator_name)
     env = dict(make_env(emulator), PEEPSHOW_SINK_TIMEOUT=str(DEADLINE))
@@ -376,6 +387,18 @@ def destination(request, run_sink, spool):
         def run(self, stdin=None, args=(), **overrides):
             payload = fixture_bytes("run-full.json") if stdin is None else stdin
             return run_sink(sink, payload, dict(env, **overrides), args=args)
+
+        def start(self, stdin=None, args=(), **overrides):
+            """The sink as a running process (to signal or kill), its payload already written to its stdin."""
+            payload = fixture_bytes("run-full.json") if stdin is None else stdin
+            command, full_env = sink_process(sink, dict(env, **overrides), args)
+            process = subprocess.Popen(
+                command, env=full_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+            process.stdin.write(payload)
+            process.stdin.close()
+            process.stdin = None  # written and closed: communicate() has nothing left to send
+            return process
 
         def stored(self):
             return stored(self.emulator)
