@@ -193,7 +193,15 @@ JSON_TYPE_NAMES = {"BIGINT": "long", "INT": "integer", "SMALLINT": "short", "TIN
 
 
 def canonical_type(text):
-    """'bigint' -> 'BIGINT', 'decimal( 10 , 2 )' -> 'DECIMAL(10,2)'; None for a type this emulator does not know."""
+    """'bigint' -> 'BIGINT', 'decimal( 10 , 2 )' -> 'DECIMAL(10,2)', 'map<string, bigint>' -> 'MAP<STRING,BIGINT>';
+    None for a type this emulator does not know. Collections hold no values here: no value casts to one (a table
+    may be made with one, a MERGE into it fails at analysis)."""
+    collection = re.fullmatch(r"\s*(ARRAY|MAP)\s*<(.*)>\s*", text, re.IGNORECASE)
+    if collection:
+        parts = [canonical_type(part) for part in collection.group(2).split(",")]
+        if None in parts or len(parts) != (2 if collection.group(1).upper() == "MAP" else 1):
+            return None
+        return f"{collection.group(1).upper()}<{','.join(parts)}>"
     match = re.fullmatch(r"\s*([A-Za-z_]+)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*", text)
     if not match or match.group(1).upper() not in TYPE_ALIASES:
         return None
@@ -208,7 +216,7 @@ def canonical_type(text):
 
 
 def base_type(sql_type):
-    return sql_type.split("(")[0]
+    return sql_type.split("(")[0].split("<")[0]
 
 
 def decimal_spec(sql_type):
@@ -374,6 +382,8 @@ def _double_text(number):
 
 def can_cast(source, target):
     """Spark's Cast.canAnsiCast over the types modelled here: what an ANSI CAST may convert at all [CAST]."""
+    if "<" in source + target:
+        return source == target
     source, target = base_type(source), base_type(target)
     if source == target or "STRING" in (source, target):
         return True
@@ -1752,7 +1762,7 @@ def _uc_column(position, name, sql_type, nullable=True, default=None):
     """A Unity Catalog ColumnInfo [UC]: type_text is the lower-case SQL type, type_name the ColumnTypeName,
     type_json the Spark StructField (a DEFAULT travels in its metadata as CURRENT_DEFAULT, the SQL text)."""
     base = base_type(sql_type)
-    json_name = sql_type.lower() if base == "DECIMAL" else JSON_TYPE_NAMES.get(base, base.lower())
+    json_name = json_type(sql_type)
     metadata = (
         {} if default is None else {"CURRENT_DEFAULT": sql_literal(default), "EXISTS_DEFAULT": sql_literal(default)}
     )
@@ -1769,6 +1779,17 @@ def _uc_column(position, name, sql_type, nullable=True, default=None):
     if base == "DECIMAL":
         column["type_precision"], column["type_scale"] = decimal_spec(sql_type)
     return column
+
+
+def json_type(sql_type):
+    """The Spark JSON name of a type: "long", "decimal(10,2)", {"type": "map", "keyType": ..., ...}."""
+    base = base_type(sql_type)
+    if base in ("ARRAY", "MAP"):
+        inner = [json_type(part) for part in sql_type[len(base) + 1 : -1].split(",")]
+        if base == "ARRAY":
+            return {"type": "array", "elementType": inner[0], "containsNull": True}
+        return {"type": "map", "keyType": inner[0], "valueType": inner[1], "valueContainsNull": True}
+    return sql_type.lower() if base == "DECIMAL" else JSON_TYPE_NAMES.get(base, base.lower())
 
 
 def sql_literal(value):
