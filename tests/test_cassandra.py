@@ -379,7 +379,74 @@ def test_check_ok_on_v1_where_text_is_varchar(run_sink, stargate_v1, env):
 def test_check_names_the_fix(run_sink, stargate_partial, env):
     result = run_sink("cassandra", args=["--check"], env=dict(env, CASSANDRA_URL=stargate_partial.url))
     assert result.code == 5, result
-    assert "ALTER TABLE peepshow.peepshow_runs ADD (frames bigint, transcript text);" in result.stdout
+    assert (
+        "FAIL  column frames is missing: every run is refused (HTTP 400 Unknown field name); fix: ALTER TABLE "
+        "peepshow.peepshow_runs ADD frames bigint;\n"
+    ) in result.stdout
+    assert (
+        "FAIL  column transcript is missing: a run with a transcript is refused (HTTP 400 Unknown field name); fix: "
+        "ALTER TABLE peepshow.peepshow_runs ADD transcript text;\n"
+    ) in result.stdout
+
+
+# Tables made by hand (cqlsh): their changed columns, the FAIL line --check writes (None: none), and what delivering
+# run-full.json and run-minimal.json (no transcript, no tags) meets: Stargate's words, or None when stored.
+HAND_MADE = {
+    "tags a map": (
+        {"tags": "map<text, text>"},
+        "column tags is map<text, text>, the sink writes text: a run whose tags does not read as a CQL map<text, "
+        "text> literal is refused (HTTP 400 Failed to deserialize field); fix: Cassandra cannot change a column's type",
+        # A run without tags sends '{}', which reads as an empty map.
+        {"run-full.json": "Invalid Compact Map value", "run-minimal.json": None},
+    ),
+    "created_at a date": (
+        {"created_at": "date"},
+        "column created_at is date, the sink writes timestamp: every run is refused (HTTP 400 Failed to deserialize "
+        "field)",
+        {"run-full.json": "could not be parsed, unparsed text found at index 10"},
+    ),
+    "title an int": (
+        {"title": "int"},
+        "column title is int, the sink writes text: a run whose title does not read as type int is refused",
+        {"run-full.json": "TypeSpec.Basic.INT"},
+    ),
+    "no transcript column": (
+        {"transcript": None},
+        "column transcript is missing: a run with a transcript is refused (HTTP 400 Unknown field name)",
+        {"run-full.json": "Unknown field name 'transcript'", "run-minimal.json": None},
+    ),
+    "frames an int": (
+        {"frames": "int"},
+        "column frames is int, the sink writes bigint: values past the range of int wrap around, silently",
+        {"run-full.json": None},
+    ),
+    "frames a varint": ({"frames": "varint"}, None, {"run-full.json": None}),
+}
+
+
+@pytest.mark.parametrize("case", HAND_MADE, ids=list(HAND_MADE))
+def test_check_predicts_what_delivery_meets_in_a_hand_made_table(run_sink, stargate, env, case):
+    changes, expected, deliveries = HAND_MADE[case]
+    columns = [(name, changes.get(name, kind)) for name, kind in PEEPSHOW_SCHEMA["columns"]]
+    stargate.add_table(
+        "peepshow", "peepshow_runs", dict(PEEPSHOW_SCHEMA, columns=[column for column in columns if column[1]])
+    )
+    check = run_sink("cassandra", args=["--check"], env=env)
+    failures = [line for line in check.stdout.splitlines() if line.startswith("FAIL")]
+    if expected is None:
+        assert (check.code, failures) == (0, []), check
+    else:
+        assert check.code == 5 and len(failures) == 1 and failures[0].startswith("FAIL  " + expected), check
+    assert [request.method for request in stargate.requests] == ["GET"]
+
+    for name, refused in deliveries.items():
+        result = run_sink("cassandra", fixture_bytes(name), env)
+        if refused is None:
+            assert (result.code, result.stderr) == (0, ""), result
+        else:
+            assert_clean_failure(result, 5, TOKEN)
+            assert refused in result.stderr, result
+    assert len(stored(stargate)) == sum(refused is None for refused in deliveries.values())
 
 
 def test_check_missing_table(run_sink, env):

@@ -378,8 +378,78 @@ def test_check_ok_and_missing_columns(run_sink, dataapi, env):
     dataapi.reset()
     dataapi.add_table("peepshow", "peepshow_runs", {"run_id": "text", "title": "text", "created_at": "timestamp"})
     result = run_sink("cassandra", env=env, args=["--check"])
-    assert result.code == 5 and "FAIL  columns missing: frames, duration" in result.stdout
-    assert '"alterTable":{"operation":{"add":{"columns":{"frames":"bigint"' in result.stdout
+    assert result.code == 5
+    missing = [line for line in result.stdout.splitlines() if line.startswith("FAIL  column ")]
+    assert [line.split(":")[0] for line in missing] == [
+        f"FAIL  column {name} is missing"
+        for name in ("frames", "duration", "transcript", "thumbnail_url", "strategy", "tags")
+    ]
+    assert missing[0].startswith(
+        "FAIL  column frames is missing: every run is refused (UNKNOWN_TABLE_COLUMNS); fix: POST"
+    )
+    assert missing[0].endswith('{"alterTable":{"operation":{"add":{"columns":{"frames":"bigint"}}}}}')
+    assert "a run with a transcript is refused" in missing[2]
+
+
+# Tables made by hand: their columns ({name: type}, None leaves one out), the FAIL line --check writes (None: none),
+# and what delivering run-full.json and run-minimal.json (no transcript, no tags) meets: the Data API's error code,
+# or None when the row is stored. --check fails exactly when a delivery would be refused or altered.
+HAND_MADE = {
+    "tags a map": (
+        {"tags": "map<text,text>"},
+        "column tags is map<text, text>, the sink writes text: every run is refused (INVALID_COLUMN_VALUES); fix: "
+        "Cassandra cannot change a column's type",
+        {"run-full.json": "INVALID_COLUMN_VALUES", "run-minimal.json": "INVALID_COLUMN_VALUES"},
+    ),
+    "created_at a date": (
+        {"created_at": "date"},
+        "column created_at is date, the sink writes timestamp: every run is refused (INVALID_COLUMN_VALUES)",
+        {"run-full.json": "INVALID_COLUMN_VALUES", "run-minimal.json": "INVALID_COLUMN_VALUES"},
+    ),
+    "title an int": (
+        {"title": "int"},
+        "column title is int, the sink writes text: every run is refused (INVALID_COLUMN_VALUES)",
+        {"run-minimal.json": "INVALID_COLUMN_VALUES"},
+    ),
+    "no transcript column": (
+        {"transcript": None},
+        "column transcript is missing: a run with a transcript is refused (UNKNOWN_TABLE_COLUMNS); fix: POST ",
+        {"run-full.json": "UNKNOWN_TABLE_COLUMNS", "run-minimal.json": None},
+    ),
+    "frames an int": (
+        {"frames": "int"},
+        "column frames is int, the sink writes bigint: a frames past the range of int is refused "
+        "(INVALID_COLUMN_VALUES)",
+        {"run-full.json": None},
+    ),
+    "frames a varint, duration a decimal": ({"frames": "varint", "duration": "decimal"}, None, {"run-full.json": None}),
+    "an extra column": ({"notes": "text", "labels": "set<text>"}, None, {"run-full.json": None}),
+}
+
+
+@pytest.mark.parametrize("case", HAND_MADE, ids=list(HAND_MADE))
+def test_check_predicts_what_delivery_meets_in_a_hand_made_table(run_sink, dataapi, env, case):
+    changes, expected, deliveries = HAND_MADE[case]
+    columns = {name: kind for name, kind in {**COLUMNS, **changes}.items() if kind is not None}
+    dataapi.add_table("peepshow", "peepshow_runs", columns)
+    check = run_sink("cassandra", env=env, args=["--check"])
+    failures = [line for line in check.stdout.splitlines() if line.startswith("FAIL")]
+    if expected is None:
+        assert (check.code, failures) == (0, []), check
+        assert "ok    schema: all 9 columns" in check.stdout
+    else:
+        assert check.code == 5 and len(failures) == 1 and failures[0].startswith("FAIL  " + expected), check
+        assert check.stderr.strip().splitlines()[-1].startswith("cassandra: " + expected.split(":")[0])
+    assert commands(dataapi) == ["listTables"] and dataapi.writes == 0
+
+    for name, refused in deliveries.items():
+        result = run_sink("cassandra", fixture_bytes(name), env)
+        if refused is None:
+            assert (result.code, result.stderr) == (0, ""), result
+        else:
+            assert_clean_failure(result, 5, TOKEN)
+            assert refused in result.stderr, result
+    assert len(stored(dataapi)) == sum(refused is None for refused in deliveries.values())
 
 
 def test_check_with_a_wrong_token(run_sink, dataapi, env):

@@ -13,7 +13,9 @@ MERGE_ONE = (
     "MERGE INTO `main`.`default`.`peepshow_runs` AS t USING (SELECT :run_id AS run_id, :title AS title, "
     ":frames AS frames, :duration AS duration, :transcript AS transcript, :thumbnail_url AS thumbnail_url, "
     ":strategy AS strategy, :tags AS tags, :created_at AS created_at) AS s "
-    "ON t.run_id = s.run_id AND t.created_at = s.created_at WHEN NOT MATCHED THEN INSERT *"
+    "ON t.run_id = s.run_id AND t.created_at = s.created_at WHEN NOT MATCHED THEN INSERT (run_id, title, frames, "
+    "duration, transcript, thumbnail_url, strategy, tags, created_at) VALUES (s.run_id, s.title, s.frames, "
+    "s.duration, s.transcript, s.thumbnail_url, s.strategy, s.tags, s.created_at)"
 )
 CREATE = (
     "CREATE TABLE IF NOT EXISTS `main`.`default`.`peepshow_runs` (run_id STRING, title STRING, frames BIGINT, "
@@ -557,12 +559,146 @@ def test_check_reads_only(run_sink, warehouse):
     assert warehouse.statements == [] and TOKEN not in result.stdout + result.stderr
 
 
-def test_check_lists_schema_mismatches(run_sink, warehouse):
-    warehouse.create_table(TABLE, [("run_id", "STRING"), ("frames", "INT"), ("created_at", "TIMESTAMP")])
+def hand_made(warehouse, changes=(), extra=(), **options):
+    """The sink's table as a user made it by hand: some columns retyped ({name: TYPE}; None leaves one out), `extra`
+    columns added, NOT NULL columns, DEFAULTs or another format (`options`)."""
+    changes = dict(changes)
+    columns = [(name, changes.get(name, kind)) for name, kind in db.COLUMNS if changes.get(name, kind) is not None]
+    warehouse.create_table(TABLE, columns + list(extra), **options)
+
+
+def check_lines(result):
+    return [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+
+
+# Tables made by hand, what --check says of each (None: no FAIL line), and what delivering run-full.json and
+# run-minimal.json (no transcript, no tags, no thumbnail without PEEPSHOW_FRAME_BASE_URL... which is set here) meets:
+# the Delta error class that refuses it, or None when it is stored. --check fails exactly when a delivery would.
+HAND_MADE = {
+    "extra nullable column": (
+        {"extra": [("notes", "STRING")]},
+        None,
+        {"run-full.json": None, "run-minimal.json": None},
+    ),
+    "extra NOT NULL column with a default": (
+        {"extra": [("source", "STRING")], "not_null": ["source"], "defaults": {"source": "peepshow"}},
+        None,
+        {"run-full.json": None},
+    ),
+    "extra NOT NULL column": (
+        {"extra": [("notes", "STRING")], "not_null": ["notes"]},
+        "column notes is NOT NULL without a DEFAULT, and the sink does not write it: every run is refused "
+        "([DELTA_NOT_NULL_CONSTRAINT_VIOLATED]); fix: ALTER TABLE `main`.`default`.`peepshow_runs` ALTER COLUMN "
+        "notes DROP NOT NULL",
+        {
+            "run-full.json": "DELTA_NOT_NULL_CONSTRAINT_VIOLATED",
+            "run-minimal.json": "DELTA_NOT_NULL_CONSTRAINT_VIOLATED",
+        },
+    ),
+    "transcript NOT NULL": (
+        {"not_null": ["transcript"]},
+        "column transcript is NOT NULL, and a run without a transcript leaves it NULL: such runs are refused "
+        "([DELTA_NOT_NULL_CONSTRAINT_VIOLATED]); fix: ALTER TABLE `main`.`default`.`peepshow_runs` ALTER COLUMN "
+        "transcript DROP NOT NULL",
+        {"run-full.json": None, "run-minimal.json": "DELTA_NOT_NULL_CONSTRAINT_VIOLATED"},
+    ),
+    "PARQUET table": (
+        {"data_source_format": "PARQUET"},
+        "table main.default.peepshow_runs is PARQUET, not Delta: every MERGE fails ([DELTA_UNSUPPORTED_SOURCE] MERGE "
+        "destination only supports Delta sources); fix: CONVERT TO DELTA `main`.`default`.`peepshow_runs`, or set "
+        "DATABRICKS_TABLE to a new name (the sink creates that table)",
+        {"run-full.json": "DELTA_UNSUPPORTED_SOURCE", "run-minimal.json": "DELTA_UNSUPPORTED_SOURCE"},
+    ),
+    "title INT": (
+        {"changes": {"title": "INT"}},
+        "column title is INT, the sink writes STRING: a run whose title does not read as INT is refused "
+        "([CAST_INVALID_INPUT]); fix: Delta cannot change this type in place",
+        {"run-full.json": "CAST_INVALID_INPUT"},
+    ),
+    "no transcript column": (
+        {"changes": {"transcript": None}},
+        "column transcript is missing: every MERGE fails ([DELTA_MERGE_UNRESOLVED_EXPRESSION]); fix: ALTER TABLE "
+        "`main`.`default`.`peepshow_runs` ADD COLUMN transcript STRING",
+        {"run-full.json": "DELTA_MERGE_UNRESOLVED_EXPRESSION", "run-minimal.json": "DELTA_MERGE_UNRESOLVED_EXPRESSION"},
+    ),
+    "tags a map": (
+        {"changes": {"tags": "MAP<STRING,STRING>"}},
+        "column tags is MAP<STRING,STRING>, the sink writes STRING: every MERGE fails ([DATATYPE_MISMATCH] STRING "
+        "cannot be cast to MAP<STRING,STRING>)",
+        {"run-minimal.json": "DATATYPE_MISMATCH"},
+    ),
+    "frames a wider DECIMAL": (
+        {"changes": {"frames": "DECIMAL(20,0)"}},
+        None,
+        {"run-full.json": None},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HAND_MADE, ids=list(HAND_MADE))
+def test_check_predicts_what_delivery_meets_in_a_hand_made_table(run_sink, warehouse, case):
+    table, expected, deliveries = HAND_MADE[case]
+    hand_made(warehouse, **table)
+    check = run(run_sink, warehouse, args=["--check"])
+    assert "Traceback" not in check.stderr and TOKEN not in check.stdout + check.stderr
+    if expected is None:
+        assert (check.code, check_lines(check)) == (0, []), check
+    else:
+        assert check.code == 5 and len(check_lines(check)) == 1, check
+        assert check_lines(check)[0].startswith("FAIL  " + expected), check
+        assert check.stderr.strip().splitlines()[-1].startswith("databricks: " + expected.split(":")[0])
+    assert warehouse.statements == []  # --check writes nothing, and reads without a statement
+
+    for name, refused in deliveries.items():
+        result = run(run_sink, warehouse, fixture(name))
+        if refused is None:
+            assert (result.code, result.stderr) == (0, ""), result
+        else:
+            assert_clean_failure(result, 5, TOKEN)
+            assert f"[{refused}" in result.stderr, result
+    stored = warehouse.rows(TABLE)
+    assert len(stored) == sum(refused is None for refused in deliveries.values())
+    for row in stored:  # what the sink does not write: NULL, or the column's DEFAULT
+        assert row.get("notes") is None and row.get("source", "peepshow") == "peepshow"
+
+
+def test_check_names_every_problem_on_its_own_line(run_sink, warehouse):
+    hand_made(warehouse, {"title": "INT", "frames": "INT", "thumbnail_url": None, "created_at": "DATE"})
     result = run(run_sink, warehouse, args=["--check"])
     assert result.code == 5, result
-    assert "FAIL  table" in result.stdout and "frames is INT (want BIGINT)" in result.stdout
-    assert "missing columns: title, duration" in result.stdout
+    lines = check_lines(result)
+    assert [line.split(",")[0].split(":")[0] for line in lines] == [
+        "FAIL  column title is INT",
+        "FAIL  column frames is INT",
+        "FAIL  column thumbnail_url is missing",
+        "FAIL  column created_at is DATE",
+    ]
+    assert lines[1].endswith(
+        "fix: ALTER TABLE `main`.`default`.`peepshow_runs` SET TBLPROPERTIES ('delta.enableTypeWidening' = 'true'); "
+        "ALTER TABLE `main`.`default`.`peepshow_runs` ALTER COLUMN frames TYPE BIGINT"
+    )
+    assert "a replayed run no longer matches its row and is stored a second time" in lines[3]
+    assert "(and 3 more problem(s): see the report on stdout)" in result.stderr
+
+
+def test_a_date_column_stores_a_replayed_run_twice_as_check_warned(run_sink, warehouse):
+    hand_made(warehouse, {"created_at": "DATE"})
+    for _ in range(2):  # the same run piped again: the MERGE no longer recognises it
+        result = run(run_sink, warehouse, fixture("manifest.json"))
+        assert result.code == 0, result
+    assert len(warehouse.rows(TABLE)) == 2
+
+
+def test_a_count_past_a_tinyint_column_is_refused_as_check_warned(run_sink, warehouse):
+    hand_made(warehouse, {"frames": "TINYINT"})
+    assert "FAIL  column frames is TINYINT, the sink writes BIGINT" in run(run_sink, warehouse, args=["--check"]).stdout
+    assert run(run_sink, warehouse, fixture("run-minimal.json")).code == 0
+    long_run = dict(fixture("run-minimal.json"), outputDir="/runs/long")
+    long_run["frames"] = [{"path": f"/runs/long/frame_{index:04d}.jpg", "bytes": 1} for index in range(200)]
+    result = run(run_sink, warehouse, long_run)
+    assert_clean_failure(result, 5, TOKEN)
+    assert "[DELTA_CAST_OVERFLOW_IN_TABLE_WRITE]" in result.stderr
+    assert len(warehouse.rows(TABLE)) == 1
 
 
 def test_check_with_a_bad_token(run_sink, warehouse):

@@ -2,6 +2,7 @@
 
 import base64
 import datetime
+import decimal
 import json
 import threading
 
@@ -339,6 +340,108 @@ def test_values_the_codecs_refuse(table, column, value, cause):
 def test_rows_the_table_refuses(table, document, code):
     error = only_error(post(table, TABLE, {"insertOne": {"document": document}})[1])
     assert (error["scope"], error["errorCode"]) == ("DOCUMENT", code)
+
+
+# -- tables made by hand: other column types, a missing column -------------------------------------------------------
+
+SINK_ROW = dict(ROW, transcript="Hello.", tags='{"title":"Pilot"}')
+
+
+@pytest.mark.parametrize(
+    ("column", "kind", "cause"),
+    [
+        ("tags", "map<text,text>", "no codec matching value type"),
+        ("tags", {"type": "map", "keyType": "text", "valueType": "text"}, "no codec matching value type"),
+        ("created_at", "date", "Text '2026-11-20T09:14:03.123Z' could not be parsed, unparsed text found at index 10"),
+        ("title", "int", "no codec matching value type"),
+        ("frames", "date", "no codec matching value type"),
+        ("duration", "int", "Rounding necessary"),
+        ("run_id", "uuid", "Invalid UUID string: run-1"),
+        ("tags", "list<text>", "no codec matching value type"),
+    ],
+)
+def test_a_hand_made_column_type_refuses_the_sinks_value(api, column, kind, cause):
+    api.add_table("peepshow", "peepshow_runs", dict(COLUMNS, **{column: kind}))
+    error = only_error(post(api, TABLE, {"insertOne": {"document": SINK_ROW}})[1])
+    assert (error["family"], error["scope"], error["errorCode"]) == ("REQUEST", "DOCUMENT", "INVALID_COLUMN_VALUES")
+    described = api.table("peepshow", "peepshow_runs").columns[column]
+    assert f"following columns that had invalid values: {column}({described}) - Cause: {cause}" in error["message"]
+    assert api.writes == 0
+
+
+@pytest.mark.parametrize(
+    ("column", "kind", "stored"),
+    [
+        ("frames", "int", 12),
+        ("frames", "varint", 12),
+        ("frames", "decimal", 12),
+        ("frames", "smallint", 12),
+        ("duration", "decimal", decimal.Decimal("42.5")),
+        ("duration", "float", 42.5),
+    ],
+)
+def test_a_hand_made_column_type_that_takes_the_sinks_value(api, column, kind, stored):
+    api.add_table("peepshow", "peepshow_runs", dict(COLUMNS, **{column: kind}))
+    status, answer = post(api, TABLE, {"insertOne": {"document": SINK_ROW}})
+    assert status == 200 and "errors" not in answer, answer
+    (row,) = api.rows("peepshow", "peepshow_runs")
+    assert row[column] == stored
+
+
+def test_narrow_integers_refuse_what_they_cannot_hold(api):
+    api.add_table("peepshow", "peepshow_runs", dict(COLUMNS, frames="tinyint"))
+    error = only_error(post(api, TABLE, {"insertOne": {"document": dict(SINK_ROW, frames=200)}})[1])
+    assert "frames(tinyint) - Cause: Overflow, value too big for TINYINT" in error["message"]
+    api.add_table("peepshow", "peepshow_runs", dict(COLUMNS, frames="int"))
+    error = only_error(post(api, TABLE, {"insertOne": {"document": dict(SINK_ROW, frames=3_000_000_000)}})[1])
+    assert "frames(int) - Cause: Overflow, value too big for INT" in error["message"]
+
+
+def test_a_float_column_keeps_a_java_float(api):
+    api.add_table("peepshow", "peepshow_runs", dict(COLUMNS, duration="float"))
+    assert "errors" not in post(api, TABLE, {"insertOne": {"document": dict(SINK_ROW, duration=42.1)}})[1]
+    stored = api.rows("peepshow", "peepshow_runs")[0]["duration"]
+    assert stored != 42.1 and abs(stored - 42.1) < 1e-5
+
+
+def test_a_missing_column_refuses_only_the_rows_that_carry_it(api):
+    api.add_table("peepshow", "peepshow_runs", {name: kind for name, kind in COLUMNS.items() if name != "transcript"})
+    documents = [SINK_ROW, dict(ROW, run_id="run-2")]  # the second has no transcript: nothing unknown in it
+    answer = post(api, TABLE, many(documents, ordered=False, returnDocumentResponses=True))[1]
+    responses = answer["status"]["documentResponses"]
+    assert [entry["status"] for entry in responses] == ["ERROR", "OK"]
+    error = answer["errors"][responses[0]["errorsIdx"]]
+    assert (error["scope"], error["errorCode"]) == ("DOCUMENT", "UNKNOWN_TABLE_COLUMNS")
+    assert "The command included the following unknown columns: transcript." in error["message"]
+    assert [row["run_id"] for row in api.rows("peepshow", "peepshow_runs")] == ["run-2"]
+
+
+def test_every_row_refused_alike_has_its_own_error(api):
+    api.add_table("peepshow", "peepshow_runs", dict(COLUMNS, created_at="date"))
+    documents = [dict(SINK_ROW, run_id=f"run-{number}") for number in range(3)]
+    answer = post(api, TABLE, many(documents, ordered=False, returnDocumentResponses=True))[1]
+    responses = answer["status"]["documentResponses"]
+    assert [entry["status"] for entry in responses] == ["ERROR"] * 3 and [entry["_id"] for entry in responses] == [
+        []
+    ] * 3
+    # The three messages are identical (the value is the same), so the errors are listed once.
+    assert {entry["errorsIdx"] for entry in responses} == {0} and len(answer["errors"]) == 1
+    assert answer["errors"][0]["errorCode"] == "INVALID_COLUMN_VALUES" and api.writes == 0
+
+
+def test_explain_describes_collections_in_the_long_form(api):
+    definition = {"columns": dict(COLUMNS, tags={"type": "map", "keyType": "text", "valueType": "text"})}
+    definition["columns"]["labels"] = {"type": "set", "valueType": "text"}
+    definition["primaryKey"] = "run_id"
+    answer = post(api, KEYSPACE, {"createTable": {"name": "peepshow_runs", "definition": definition}})[1]
+    assert answer == {"status": {"ok": 1}}
+    (described,) = post(api, KEYSPACE, {"listTables": {"options": {"explain": True}}})[1]["status"]["tables"]
+    columns = described["definition"]["columns"]
+    assert columns["tags"] == {"type": "map", "keyType": "text", "valueType": "text"}
+    assert columns["labels"] == {"type": "set", "valueType": "text"} and columns["frames"] == {"type": "bigint"}
+    status, answer = post(api, TABLE, {"insertOne": {"document": dict(ROW, tags={"title": "Pilot"}, labels=["a"])}})
+    assert status == 200 and "errors" not in answer, answer
+    assert api.rows("peepshow", "peepshow_runs")[0]["tags"] == {"title": "Pilot"}
 
 
 def test_an_empty_key_is_refused_by_the_database(table):

@@ -21,15 +21,18 @@ CREATED_AT = "2026-11-20T09:14:03.123Z"
 INSTANT = datetime.datetime(2026, 11, 20, 9, 14, 3, 123000, tzinfo=datetime.timezone.utc)
 
 
-def merge_sql(rows=1, table=TABLE):
-    """The sink's append: one SELECT of markers per row, numbered and joined by UNION ALL when there are several."""
+def merge_sql(rows=1, table=TABLE, star=False):
+    """The sink's append: one SELECT of markers per row, numbered and joined by UNION ALL when there are several,
+    inserted with the columns named (or with INSERT *)."""
     selects = []
     for number in range(1, rows + 1):
         suffix = f"_{number}" if rows > 1 else ""
         selects.append("SELECT " + ", ".join(f":{column}{suffix} AS {column}" for column in COLUMNS))
+    named = "(" + ", ".join(COLUMNS) + ") VALUES (" + ", ".join("s." + column for column in COLUMNS) + ")"
+    insert = "INSERT *" if star else "INSERT " + named
     return (
         f"MERGE INTO {table} AS t USING ({' UNION ALL '.join(selects)}) AS s "
-        "ON t.run_id = s.run_id AND t.created_at = s.created_at WHEN NOT MATCHED THEN INSERT *"
+        f"ON t.run_id = s.run_id AND t.created_at = s.created_at WHEN NOT MATCHED THEN {insert}"
     )
 
 
@@ -315,8 +318,9 @@ def test_an_unbound_marker_fails(api, db):
     assert db.rows(FULL_NAME) == []
 
 
-def test_a_string_typed_value_is_not_cast_into_a_bigint_column(api, db):
+def test_strict_mode_refuses_a_string_typed_value_for_a_bigint_column(api, db):
     api.create()
+    db.strict_string_casts = True
     message, sql_state = failure(api.execute(merge_sql(), run_parameters(frames=("3", "STRING"))))
     assert message == (
         "[INCOMPATIBLE_DATA_FOR_TABLE.CANNOT_SAFELY_CAST] Cannot write incompatible data for the table "
@@ -328,9 +332,8 @@ def test_a_string_typed_value_is_not_cast_into_a_bigint_column(api, db):
     assert db.rows(FULL_NAME) == []
 
 
-def test_lax_mode_casts_strings_like_delta_merge(api, db):
+def test_strings_are_cast_like_delta_merge_does(api, db):
     api.create()
-    db.strict_string_casts = False
     untyped = [{key: value for key, value in parameter.items() if key != "type"} for parameter in run_parameters()]
     assert api.execute(merge_sql(), untyped)["status"]["state"] == "SUCCEEDED"
     assert (db.rows(FULL_NAME)[0]["frames"], db.rows(FULL_NAME)[0]["created_at"]) == (3, INSTANT)
@@ -407,7 +410,8 @@ def test_a_missing_catalog_or_schema_fails_the_create(api, db):
         "SELECT 1",
         f"INSERT INTO {TABLE} VALUES ('it''s')",  # noqa: S608 - the literal is the point: it must be refused
         merge_sql().replace(":title AS title", "'Demo' AS title"),
-        merge_sql().replace("INSERT *", "UPDATE SET *"),
+        merge_sql(star=True).replace("INSERT *", "UPDATE SET *"),
+        merge_sql().replace("VALUES (s.run_id", "VALUES ('x'"),
         CREATE + "; DROP TABLE x",
     ],
 )
@@ -421,9 +425,152 @@ def test_statements_outside_the_subset_fail_with_parse_syntax_error(api, db, sta
 
 def test_insert_star_needs_every_table_column_from_the_source(api):
     api.create()
-    statement = merge_sql().replace(", :tags AS tags", "")
+    statement = merge_sql(star=True).replace(", :tags AS tags", "")
     message, _ = failure(api.execute(statement, run_parameters()))
     assert message.startswith("[DELTA_MERGE_UNRESOLVED_EXPRESSION] Cannot resolve tags in INSERT clause given columns ")
+
+
+# -- tables made by hand ------------------------------------------------------------------------------------------
+
+SCHEMA = [
+    ("run_id", "STRING"),
+    ("title", "STRING"),
+    ("frames", "BIGINT"),
+    ("duration", "DOUBLE"),
+    ("transcript", "STRING"),
+    ("thumbnail_url", "STRING"),
+    ("strategy", "STRING"),
+    ("tags", "STRING"),
+    ("created_at", "TIMESTAMP"),
+]
+
+
+def hand_made(db, changes=(), extra=(), **options):
+    """The sink's table with some columns retyped ({name: TYPE}, None drops one) and `extra` columns added."""
+    changes = dict(changes)
+    columns = [(name, changes.get(name, kind)) for name, kind in SCHEMA if changes.get(name, kind) is not None]
+    db.create_table(FULL_NAME, columns + list(extra), **options)
+
+
+def test_named_insert_columns_leave_an_extra_column_null_where_insert_star_fails(api, db):
+    hand_made(db, extra=[("notes", "STRING")])
+    message, sql_state = failure(api.execute(merge_sql(star=True), run_parameters()))
+    assert message == (
+        "[DELTA_MERGE_UNRESOLVED_EXPRESSION] Cannot resolve notes in INSERT clause given columns "
+        + ", ".join(f"s.{column}" for column in COLUMNS)
+        + ". SQLSTATE: 42601"
+    )
+    assert sql_state == "42601" and db.rows(FULL_NAME) == []
+    assert api.execute(merge_sql(), run_parameters())["status"]["state"] == "SUCCEEDED"
+    (row,) = db.rows(FULL_NAME)
+    assert row["notes"] is None and row["title"] == "Demo"
+
+
+def test_a_column_left_out_gets_its_default(api, db):
+    hand_made(db, extra=[("source", "STRING")], not_null=["source"], defaults={"source": "peepshow"})
+    assert api.execute(merge_sql(), run_parameters())["status"]["state"] == "SUCCEEDED"
+    assert db.rows(FULL_NAME)[0]["source"] == "peepshow"
+    status, table = api.request("GET", f"/api/2.1/unity-catalog/tables/{FULL_NAME}")
+    assert table["columns"][9]["nullable"] is False
+    assert json.loads(table["columns"][9]["type_json"]) == {
+        "name": "source",
+        "type": "string",
+        "nullable": False,
+        "metadata": {"CURRENT_DEFAULT": "'peepshow'", "EXISTS_DEFAULT": "'peepshow'"},
+    }
+
+
+def test_a_null_into_a_not_null_column_fails_the_merge(api, db):
+    hand_made(db, extra=[("notes", "STRING")], not_null=["notes"])
+    message, sql_state = failure(api.execute(merge_sql(), run_parameters()))
+    assert (
+        message
+        == "[DELTA_NOT_NULL_CONSTRAINT_VIOLATED] NOT NULL constraint violated for column: notes. SQLSTATE: 23502"
+    )
+    assert sql_state == "23502" and db.rows(FULL_NAME) == []
+
+
+def test_not_null_fails_only_the_runs_that_leave_the_column_empty(api, db):
+    statement = CREATE.replace("transcript STRING,", "transcript STRING NOT NULL,")
+    assert api.execute(statement)["status"]["state"] == "SUCCEEDED"
+    assert db.tables[FULL_NAME]["not_null"] == {"transcript"}
+    assert api.execute(merge_sql(), run_parameters())["status"]["state"] == "SUCCEEDED"
+    message, sql_state = failure(api.execute(merge_sql(), run_parameters("run-2", transcript=(None, "STRING"))))
+    assert "NOT NULL constraint violated for column: transcript." in message and sql_state == "23502"
+    # A replay of a run already stored inserts nothing, so nothing is checked.
+    assert api.execute(merge_sql(), run_parameters())["status"]["state"] == "SUCCEEDED"
+    assert len(db.rows(FULL_NAME)) == 1
+
+
+@pytest.mark.parametrize("data_source_format", ["PARQUET", "CSV", "JSON"])
+def test_a_table_of_another_format_refuses_the_merge(api, db, data_source_format):
+    assert api.execute(f"{CREATE[: -len('DELTA')]}{data_source_format}")["status"]["state"] == "SUCCEEDED"
+    message, sql_state = failure(api.execute(merge_sql(), run_parameters()))
+    assert message.startswith("[DELTA_UNSUPPORTED_SOURCE] MERGE destination only supports Delta sources.\n")
+    assert sql_state == "0AKDD" and db.rows(FULL_NAME) == []
+    status, table = api.request("GET", f"/api/2.1/unity-catalog/tables/{FULL_NAME}")
+    assert (table["data_source_format"], table["table_type"]) == (data_source_format, "EXTERNAL")
+
+
+def test_text_into_an_int_column_is_cast_and_fails_when_it_is_not_a_number(api, db):
+    hand_made(db, {"title": "INT"})
+    message, sql_state = failure(api.execute(merge_sql(), run_parameters()))
+    assert message.startswith(
+        """[CAST_INVALID_INPUT] The value 'Demo' of the type "STRING" cannot be cast to "INT" because it is """
+        "malformed."
+    )
+    assert sql_state == "22018"
+    assert api.execute(merge_sql(), run_parameters(title=("42", "STRING")))["status"]["state"] == "SUCCEEDED"
+    assert db.rows(FULL_NAME)[0]["title"] == 42
+
+
+def test_a_count_past_an_int_column_overflows(api, db):
+    hand_made(db, {"frames": "INT"})
+    message, sql_state = failure(api.execute(merge_sql(), run_parameters(frames=("3000000000", "BIGINT"))))
+    assert message.startswith(
+        '[DELTA_CAST_OVERFLOW_IN_TABLE_WRITE] Failed to write a value of "BIGINT" type into the "INT" type column '
+    )
+    assert sql_state == "22003"
+    assert api.execute(merge_sql(), run_parameters())["status"]["state"] == "SUCCEEDED"
+
+
+def test_a_date_column_keeps_the_day_and_loses_the_replay(api, db):
+    hand_made(db, {"created_at": "DATE"})
+    assert api.execute(merge_sql(), run_parameters())["status"]["state"] == "SUCCEEDED"
+    assert db.rows(FULL_NAME)[0]["created_at"] == datetime.date(2026, 11, 20)
+    # t.created_at = s.created_at compares the stored day at midnight with the instant: never equal again.
+    assert api.execute(merge_sql(), run_parameters())["status"]["state"] == "SUCCEEDED"
+    assert len(db.rows(FULL_NAME)) == 2
+
+
+def test_a_type_no_cast_reaches_fails_the_analysis(api, db):
+    hand_made(db, {"frames": "DATE"})
+    message, sql_state = failure(api.execute(merge_sql(), run_parameters()))
+    assert message.startswith('[DATATYPE_MISMATCH.CAST_WITHOUT_SUGGESTION] Cannot resolve "CAST(s.frames AS DATE)"')
+    assert sql_state == "42K09"
+
+
+def test_a_wider_column_takes_the_value(api, db):
+    hand_made(db, {"frames": "DECIMAL(20,0)"})
+    assert api.execute(merge_sql(), run_parameters())["status"]["state"] == "SUCCEEDED"
+    assert db.rows(FULL_NAME)[0]["frames"] == 3
+
+
+def test_a_named_column_the_table_lacks_fails_every_merge(api, db):
+    hand_made(db, {"transcript": None})
+    message, sql_state = failure(api.execute(merge_sql(), run_parameters(transcript=(None, "STRING"))))
+    assert message.startswith(
+        "[DELTA_MERGE_UNRESOLVED_EXPRESSION] Cannot resolve transcript in INSERT clause given columns t.run_id, "
+    )
+    assert sql_state == "42601"
+
+
+def test_a_column_named_twice_is_refused(api, db):
+    api.create()
+    statement = merge_sql().replace("INSERT (run_id,", "INSERT (title,")
+    message, sql_state = failure(api.execute(statement, run_parameters()))
+    assert message.startswith("[DELTA_DUPLICATE_COLUMNS_ON_INSERT] Duplicate column names in INSERT clause")
+    assert sql_state == "42701"
 
 
 def test_fail_next_statement_forces_one_failure(api, db):

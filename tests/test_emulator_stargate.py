@@ -1,6 +1,7 @@
 """The Stargate emulators answer like stargate/stargate's REST API and auth service (tests/emulators/stargate.py)."""
 
 import datetime
+import decimal
 import json
 import threading
 import uuid
@@ -452,6 +453,92 @@ def test_schema_endpoint(v2, v1):
     assert (v1_types["title"], v1_types["frames"], v1_types["created_at"]) == ("varchar", "bigint", "timestamp")
     response = request("GET", v2.url + "/v2/schemas/keyspaces/peepshow/tables/nosuch")
     assert (response.status, description(response)) == (404, "Table 'nosuch' not found (keyspace 'peepshow')")
+
+
+# -- tables made by hand (v2): other column types --------------------------------------------------------------------
+
+TEXT_COLUMNS = ("run_id", "title", "transcript", "thumbnail_url", "strategy", "tags")
+# The row as the cassandra sink sends it: every text value quoted, so that Stargate's quote stripping keeps it whole.
+SINK_ROW = {name: cql_text(value) if name in TEXT_COLUMNS else value for name, value in FULL_ROW.items()}
+
+
+def retyped(emulator, **types):
+    columns = [(name, types.get(name, kind)) for name, kind in PEEPSHOW_SCHEMA["columns"]]
+    emulator.add_table("peepshow", "peepshow_runs", dict(PEEPSHOW_SCHEMA, columns=columns))
+
+
+@pytest.mark.parametrize(
+    ("column", "kind", "problem"),
+    [
+        (
+            "title",
+            "int",
+            "Invalid String value ('Pilot'): not valid representation/value for target protobuf type: "
+            "TypeSpec.Basic.INT",
+        ),
+        ("created_at", "date", "Text '2026-11-20T09:14:03.123Z' could not be parsed, unparsed text found at index 10"),
+        (
+            "tags",
+            "map<text, text>",
+            """Invalid Compact Map value '{"show":"Pilot"}': at character 1 expecting ':' but got '"'""",
+        ),
+        ("tags", "list<text>", """Invalid List value '{"show":"Pilot"}': at character 1 expecting '[' but got '{'"""),
+        ("frames", "date", "Cannot coerce Number 12 into expected protobuf type: TypeSpec.Basic.DATE"),
+        ("duration", "varint", 'For input string: "42.5"'),
+        (
+            "run_id",
+            "uuid",
+            "Invalid String value ('run-1'): not valid representation/value for target protobuf type: "
+            "TypeSpec.Basic.UUID",
+        ),
+    ],
+)
+def test_v2_a_hand_made_column_type_refuses_the_sinks_value(v2, column, kind, problem):
+    retyped(v2, **{column: kind})
+    response = post_row(v2, SINK_ROW)
+    assert (response.status, description(response)) == (
+        400,
+        f"Invalid path for row to create, problem: Failed to deserialize field 'peepshow_runs.{column}', "
+        f"problem: {problem}",
+    )
+    assert v2.writes == 0
+
+
+@pytest.mark.parametrize(
+    ("column", "kind", "sent", "kept"),
+    [
+        ("tags", "map<text, text>", "'{}'", {}),  # a run without tags: the empty map reads fine
+        ("tags", "map<text, text>", "'{''show'': ''Pilot''}'", {"show": "Pilot"}),
+        ("frames", "int", 12, 12),
+        ("frames", "int", 3_000_000_000, -1_294_967_296),  # Number.intValue: no bounds check, silently wrapped
+        ("frames", "varint", 12, 12),
+        ("frames", "smallint", 70_000, 4464),
+        ("duration", "decimal", 42.5, decimal.Decimal("42.5")),
+        ("duration", "float", 42.1, 42.099998474121094),
+        ("title", "boolean", "'true'", True),
+        ("created_at", "date", "'2026-11-20'", datetime.date(2026, 11, 20)),
+    ],
+)
+def test_v2_a_hand_made_column_type_that_takes_a_value(v2, column, kind, sent, kept):
+    retyped(v2, **{column: kind})
+    response = post_row(v2, dict(SINK_ROW, **{column: sent}))
+    assert response.status == 201, description(response)
+    assert stored(v2, column) == kept
+
+
+def test_v2_schema_names_the_hand_made_types(v2, v1):
+    retyped(v2, tags="map<text,text>", frames="int", created_at="date")
+    data = answer(request("GET", v2.url + SCHEMA))["data"]
+    types = {column["name"]: column["typeDefinition"] for column in data["columnDefinitions"]}
+    assert (types["tags"], types["frames"], types["created_at"]) == ("map<text, text>", "int", "date")
+    with pytest.raises(ValueError, match="models only text, bigint, double and timestamp"):
+        retyped(v1, frames="int")
+
+
+def test_a_hand_made_table_is_gone_after_reset(v2):
+    retyped(v2, title="int")
+    v2.reset()
+    assert post_row(v2, SINK_ROW).status == 201
 
 
 # -- the auth service -------------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@
                                                       # present: None for unset or null, text str, bigint int,
                                                       # double float, timestamp an aware UTC datetime (ms)
     api.writes, api.commands                          # rows written; [(keyspace, table or None, command)]
-    api.add_table(ks, name, columns, primary_key)     # a table made outside the sink (e.g. with a wrong type)
+    api.add_table(ks, name, columns, primary_key)     # a table made outside the sink (e.g. with a wrong type):
+                                                      # columns {name: "text" | "map<text,text>" | {"type": ...}}
     api.command_error("TIMEOUT_WRITING_DATA", times=1, command="insertOne")   # HTTP 200 SERVER error
     api.row_error("TIMEOUT_WRITING_DATA", rows=2)     # the next 2 rows fail alone, the rest of the insert is written
     api.legacy = True                                 # pre-2026 error names and shapes
@@ -50,7 +51,17 @@ bigint and int from integers in range or from decimals with no fraction (BigDeci
 are accepted, strings are not); double from any number (an overflowing decimal becomes Infinity: the codec has no
 bound check) or the strings "NaN", "Infinity", "-Infinity"; boolean from true/false; timestamp from a string
 Instant.parse accepts (Java 21 ISO_INSTANT: case-insensitive, seconds required, 0 to 9 fraction digits, `Z` or
-`+HH:MM[:SS]`; stored in milliseconds) or {"$date": <epoch ms>}. null unsets a column (a tombstone).
+`+HH:MM[:SS]`; stored in milliseconds) or {"$date": <epoch ms>}; int, smallint and tinyint like bigint in their
+ranges ("Overflow, value too big for INT"), varint any integer, decimal any number, float any number kept as a Java
+float; date only from a string LocalDate.parse accepts (yyyy-MM-dd: "Text '2026-11-20T09:14:03.123Z' could not be
+parsed, unparsed text found at index 10"); uuid from a string; map<text, V> only from a JSON object, list<V> and
+set<V> only from a JSON array, each element through V's codec (DefaultJSONCodecRegistry.codecToCQL: any other JSON
+value is "no codec matching value type"). Every codec failure is one INVALID_COLUMN_VALUES error for the row, scope
+DOCUMENT, naming each bad column as "<name>(<cql type>) - Cause: <root cause>" (J/service/shredding/CqlNamedValue
+checkCodecError); a column the table lacks is UNKNOWN_TABLE_COLUMNS, checked first (WriteableTableRowBuilder). null
+unsets a column (a tombstone). listTables with explain describes each column in the long form (J/api/model/command/
+serializer/ColumnDescSerializer): {"type": "text"}, {"type": "map", "keyType": "text", "valueType": "text"},
+{"type": "list", "valueType": "int"}.
 
 Where SPEC §4a and the server differ, or SPEC is silent, this emulator follows the server:
   - a wrong method gets 404 (not 405), and neither has a JSON body;
@@ -82,6 +93,7 @@ import datetime
 import decimal
 import json
 import re
+import struct
 import urllib.parse
 import uuid
 
@@ -95,9 +107,28 @@ MAX_NUMBER_LENGTH = 100  # DocumentLimitsConfig.DEFAULT_MAX_NUMBER_LENGTH (Jacks
 LONG = (-(2**63), 2**63 - 1)
 INT = (-(2**31), 2**31 - 1)
 NAME = re.compile(r"[A-Za-z0-9_]{1,48}")  # J/service/schema/naming/NamingRules (TABLE, KEYSPACE)
-# Primitive types a column may be created with, and what this emulator can store (a subset of ApiDataTypeDefs).
-TYPES = ("ascii", "bigint", "boolean", "double", "int", "text", "timestamp")
+# Primitive types a column may be created with, and what this emulator can store (a subset of ApiDataTypeDefs),
+# and the collections of them (J/service/schema/tables/ApiMapType, ApiListType, ApiSetType).
+TYPES = (
+    "ascii",
+    "bigint",
+    "boolean",
+    "date",
+    "decimal",
+    "double",
+    "float",
+    "int",
+    "smallint",
+    "text",
+    "timestamp",
+    "tinyint",
+    "uuid",
+    "varint",
+)
+COLLECTIONS = ("list", "map", "set")
 CQL_SYNONYMS = {"varchar": "text"}
+SMALLINT = (-(2**15), 2**15 - 1)
+TINYINT = (-(2**7), 2**7 - 1)
 
 KEYSPACE_COMMANDS = sorted(
     ["createCollection", "deleteCollection", "findCollections"]  # CollectionOnlyCommand
@@ -332,7 +363,7 @@ class _Table:
     def __init__(self, keyspace, name, columns, partition_by, partition_sort=()):
         self.keyspace = keyspace
         self.name = name
-        self.columns = {column: CQL_SYNONYMS.get(kind, kind) for column, kind in columns.items()}
+        self.columns = {column: cql_type(kind) for column, kind in columns.items()}
         self.partition_by = list(partition_by)
         self.partition_sort = list(partition_sort)
         for column in self.primary_key:
@@ -780,8 +811,10 @@ class DataAPI(Emulator):
         definition = arguments["definition"]
         columns = {}
         for column, kind in (definition.get("columns") or {}).items():
-            spelled = kind.get("type") if isinstance(kind, dict) else kind
-            if not isinstance(spelled, str) or spelled.lower() not in TYPES:
+            try:
+                columns[column] = cql_type(kind)
+            except ValueError:
+                spelled = kind.get("type") if isinstance(kind, dict) else kind
                 raise _Answer(
                     self._errors(
                         [
@@ -790,8 +823,7 @@ class DataAPI(Emulator):
                             )
                         ]
                     )
-                )
-            columns[column] = spelled.lower()
+                ) from None
         primary = definition.get("primaryKey")
         partition_by = [primary] if isinstance(primary, str) else (primary or {}).get("partitionBy") or []
         sort = list(((primary or {}).get("partitionSort") or {}) if isinstance(primary, dict) else [])
@@ -842,7 +874,7 @@ class DataAPI(Emulator):
             {
                 "name": table.name,
                 "definition": {
-                    "columns": {column: {"type": kind} for column, kind in table.columns.items()},
+                    "columns": {column: column_desc(kind) for column, kind in table.columns.items()},
                     "primaryKey": {
                         "partitionBy": table.partition_by,
                         "partitionSort": {column: 1 for column in table.partition_sort},
@@ -912,10 +944,61 @@ def _cassandra_credentials(token):
         return None
 
 
+def cql_type(spec):
+    """A column definition as createTable takes it ("text", {"type": "map", "keyType": "text", "valueType": "int"})
+    or as CQL spells it ("map<text,int>"), as the driver's asCql writes it: "map<text, int>". ValueError for a type
+    the emulator does not model."""
+    if isinstance(spec, dict):
+        kind = str(spec.get("type") or "").lower()
+        if kind == "map":
+            return f"map<{cql_type(spec.get('keyType'))}, {cql_type(spec.get('valueType'))}>"
+        if kind in ("list", "set"):
+            return f"{kind}<{cql_type(spec.get('valueType'))}>"
+        return cql_type(kind)
+    text = "".join(str(spec).lower().split())
+    container, _, inner = text.partition("<")
+    if inner:
+        parts = [cql_type(part) for part in inner[:-1].split(",")] if inner.endswith(">") else []
+        if container == "map" and len(parts) == 2 and parts[0] in ("text", "ascii") and "<" not in parts[1]:
+            return f"map<{parts[0]}, {parts[1]}>"
+        if container in ("list", "set") and len(parts) == 1 and "<" not in parts[0]:
+            return f"{container}<{parts[0]}>"
+        raise ValueError(f"the emulator does not model type {spec!r}")
+    text = CQL_SYNONYMS.get(text, text)
+    if text not in TYPES:
+        raise ValueError(f"the emulator does not model type {spec!r}")
+    return text
+
+
+def column_desc(kind):
+    """How listTables explain describes a column (J/api/model/command/serializer/ColumnDescSerializer): the long
+    form, {"type": ...}, the key and value types of a collection in the short form."""
+    container, _, inner = kind.partition("<")
+    if not inner:
+        return {"type": kind}
+    parts = inner[:-1].split(", ")
+    if container == "map":
+        return {"type": "map", "keyType": parts[0], "valueType": parts[1]}
+    return {"type": container, "valueType": parts[0]}
+
+
 def _to_cql(kind, value):
     """One value through JSONCodecs; ValueError carries the codec's root-cause text."""
     if value is None:
         return None
+    container, _, inner = kind.partition("<")
+    if inner:
+        # DefaultJSONCodecRegistry.codecToCQL(MapType | ListType | SetType): a map from a JSON object only, a list
+        # or set from a JSON array only; then every element through its own codec.
+        parts = inner[:-1].split(", ")
+        if container == "map":
+            if not isinstance(value, dict):
+                raise ValueError("no codec matching value type")
+            return {key: _to_cql(parts[1], item) for key, item in value.items()}
+        if not isinstance(value, list):
+            raise ValueError("no codec matching value type")
+        items = [_to_cql(parts[0], item) for item in value]
+        return items if container == "list" else sorted(set(items), key=repr)
     if isinstance(value, dict) and len(value) == 1 and next(iter(value)).startswith("$"):
         ((key, inner),) = value.items()
         if kind == "timestamp" and key == "$date":
@@ -935,20 +1018,39 @@ def _to_cql(kind, value):
         if not isinstance(value, bool):
             raise ValueError("no codec matching value type")
         return value
-    if kind in ("bigint", "int"):
-        low, high = LONG if kind == "bigint" else INT
+    if kind in ("bigint", "int", "smallint", "tinyint", "varint"):
         if isinstance(value, bool) or not isinstance(value, (int, decimal.Decimal)):
             raise ValueError("no codec matching value type")
         if isinstance(value, decimal.Decimal) and value != value.to_integral_value():
             raise ValueError("Rounding necessary")
+        if kind == "varint":  # BigInteger: any size
+            return int(value)
+        low, high = {"bigint": LONG, "int": INT, "smallint": SMALLINT, "tinyint": TINYINT}[kind]
         if not low <= int(value) <= high:
-            if kind == "int" and isinstance(value, int) and LONG[0] <= value <= LONG[1]:
+            if kind != "bigint" and isinstance(value, int) and LONG[0] <= value <= LONG[1]:
+                # safeLongToInt / safeLongToSmallint / safeLongToTinyint
+                size = kind.upper()
                 raise ValueError(
-                    "Overflow, value too big for INT" if value > 0 else "Underflow, value too small for INT"
+                    f"Overflow, value too big for {size}" if value > 0 else f"Underflow, value too small for {size}"
                 )
-            raise ValueError("BigInteger out of long range" if kind == "bigint" else "Overflow")
+            raise ValueError(f"BigInteger out of {'long' if kind == 'bigint' else kind} range")
         return int(value)
-    if kind == "double":
+    if kind == "decimal":  # DECIMAL_FROM_BIG_DECIMAL / _BIG_INTEGER / _LONG: any JSON number, exactly
+        if isinstance(value, bool) or not isinstance(value, (int, decimal.Decimal)):
+            raise ValueError("no codec matching value type")
+        return decimal.Decimal(value)
+    if kind == "date":  # DATE_FROM_STRING: LocalDate.parse, ISO yyyy-MM-dd
+        if not isinstance(value, str):
+            raise ValueError("no codec matching value type")
+        return _local_date(value)
+    if kind == "uuid":  # UUID_FROM_STRING: UUID.fromString
+        if not isinstance(value, str):
+            raise ValueError("no codec matching value type")
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError(f"Invalid UUID string: {value}") from None
+    if kind in ("double", "float"):
         if isinstance(value, str):
             if value in ("NaN", "Infinity", "-Infinity"):
                 return float(value.replace("Infinity", "inf"))
@@ -956,9 +1058,11 @@ def _to_cql(kind, value):
         if isinstance(value, bool) or not isinstance(value, (int, decimal.Decimal)):
             raise ValueError("no codec matching value type")
         try:
-            return float(value)
+            number = float(value)
         except OverflowError:
-            return float("inf") if value > 0 else float("-inf")
+            number = float("inf") if value > 0 else float("-inf")
+        # A float column keeps a Java float (BigDecimal.floatValue): 42.1 is stored as 42.099998474121094.
+        return struct.unpack("<f", struct.pack("<f", number))[0] if kind == "float" and abs(number) < 3.4e38 else number
     if kind == "timestamp":
         if not isinstance(value, str):
             raise ValueError("no codec matching value type")
@@ -968,6 +1072,20 @@ def _to_cql(kind, value):
             raise ValueError(f"Invalid String value for type `TIMESTAMP`; problem: Text '{value}' could not be parsed")
         return millis
     raise ValueError(f"the emulator does not model type {kind}")
+
+
+def _local_date(text):
+    """LocalDate.parse (DateTimeFormatter.ISO_LOCAL_DATE, strict); ValueError with Java's message otherwise."""
+    match = re.match(r"([+-]\d{4,}|\d{4})-(\d\d)-(\d\d)", text, re.ASCII)
+    if not match:
+        raise ValueError(f"Text '{text}' could not be parsed at index 0")
+    try:
+        date = datetime.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+    except ValueError:
+        raise ValueError(f"Text '{text}' could not be parsed: Invalid date") from None
+    if match.end() != len(text):
+        raise ValueError(f"Text '{text}' could not be parsed, unparsed text found at index {match.end()}")
+    return date
 
 
 def _instant_millis(text):
@@ -1007,6 +1125,8 @@ def _json_value(kind, value):
         return (
             (_EPOCH + datetime.timedelta(milliseconds=value)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         )
+    if kind == "date":
+        return value.isoformat()
     if kind == "double" and value != value:
         return "NaN"
     if kind == "double" and value in (float("inf"), float("-inf")):

@@ -3,7 +3,10 @@ workspace's OAuth token endpoint.
 
     emulator = Databricks(tokens=("dapi-test-token",), warehouses=("wh-1",), catalogs={"main": ("default",)},
                           service_principals={client_id: oauth_secret})
-    emulator.tables            # "catalog.schema.table" -> {"columns": [(name, TYPE)], "rows": [{name: value}]}
+    emulator.tables            # "catalog.schema.table" -> {"columns": [(name, TYPE)], "rows": [{name: value}],
+                               #   "not_null": {lower-case names}, "defaults": {name: value}, "format": "DELTA"}
+    emulator.create_table(full_name, columns, rows, not_null=(...), defaults={...}, data_source_format="PARQUET")
+                               # a table made by hand: NOT NULL columns, DEFAULTs, another format
     emulator.rows(full_name)   # the rows of one table (str, int, float, bool, Decimal, date, UTC-aware datetime)
     emulator.statements        # every accepted POST: {"statement_id", "statement", "parameters", "warehouse_id", ...}
     emulator.cancels           # statement ids, one per accepted cancel request
@@ -28,9 +31,9 @@ access token or an OAuth token this emulator issued and that has not expired):
 
 SQL: a deliberately small subset, the statements the databricks sink sends (keywords case-insensitive; names are
 `catalog`.`schema`.`table` with backticks, a doubled backtick inside, or bare [A-Za-z0-9_] parts, or IDENTIFIER(:p)):
-  CREATE TABLE [IF NOT EXISTS] <t> (<col> <TYPE>, ...) [USING DELTA]
+  CREATE TABLE [IF NOT EXISTS] <t> (<col> <TYPE> [NOT NULL], ...) [USING DELTA|PARQUET|CSV|JSON|AVRO|ORC|TEXT]
   MERGE INTO <t> [[AS] t] USING (SELECT :m AS col, ... [UNION ALL SELECT :m2 AS col, ...]) [AS] s
-      ON t.col = s.col [AND ...] WHEN NOT MATCHED [BY TARGET] THEN INSERT *
+      ON t.col = s.col [AND ...] WHEN NOT MATCHED [BY TARGET] THEN INSERT * | INSERT (col, ...) VALUES (s.col, ...)
   DESCRIBE [TABLE] <t>
 The grammar has no literals at all, so SQL built from payload text fails with PARSE_SYNTAX_ERROR: values can only
 arrive as named parameters, which is what these tests exist to prove.
@@ -55,9 +58,28 @@ Behaviour copied from the real service, with where each fact comes from:
   SCHEMA_NOT_FOUND, CAST_INVALID_INPUT, AMBIGUOUS_REFERENCE. The NO_SUCH_CATALOG_EXCEPTION,
   DELTA_MERGE_UNRESOLVED_EXPRESSION and INCOMPATIBLE_DATA_FOR_TABLE.CANNOT_SAFELY_CAST texts as quoted from live
   Databricks in public repositories.
-- [DELTA] delta-io/delta ImplicitDMLCastingSuite: MERGE ... INSERT * casts a STRING source into a numeric target
-  implicitly (ANSI cast, so malformed text fails with CAST_INVALID_INPUT). Plain INSERT refuses the same write with
-  INCOMPATIBLE_DATA_FOR_TABLE.CANNOT_SAFELY_CAST. See `strict_string_casts` below for which one this emulator does.
+- [DELTA] delta-io/delta (spark/src/main/scala/org/apache/spark/sql/delta/): MERGE writes each target column
+  through UpdateExpressionsSupport.castIfNeeded, an ANSI Cast under the default storeAssignmentPolicy (so a STRING
+  source goes into an INT, DATE, ... column and malformed text fails at run time with CAST_INVALID_INPUT, 22018; an
+  integral overflow is CheckOverflowInTableWrite's DELTA_CAST_OVERFLOW_IN_TABLE_WRITE, 22003); plain INSERT refuses
+  the same write with INCOMPATIBLE_DATA_FOR_TABLE.CANNOT_SAFELY_CAST (`strict_string_casts`). INSERT * resolves
+  every target column in the source (ResolveDeltaMergeInto.resolveStar; a missing one is
+  DELTA_MERGE_UNRESOLVED_EXPRESSION "Cannot resolve <col> in INSERT clause given columns <source columns>", 42601);
+  an explicit INSERT (cols) VALUES (...) resolves each named column against the target (the same class, given the
+  target's columns), refuses a column named twice (DELTA_DUPLICATE_COLUMNS_ON_INSERT, 42701), and fills every
+  target column it leaves out with its DEFAULT, else NULL (PreprocessTableMerge, getDefaultValueExprOrNullLit). A
+  NULL written into a NOT NULL column fails the statement at run time with DELTA_NOT_NULL_CONSTRAINT_VIOLATED "NOT
+  NULL constraint violated for column: <col>." (23502, DeltaInvariantCheckerExec). A target that is not a Delta
+  table fails with DELTA_UNSUPPORTED_SOURCE "MERGE destination only supports Delta sources.\n<plan>" (0AKDD,
+  PreprocessTableMerge; the classes and SQLSTATEs are delta-error-classes.json's).
+- [CAST] Apache Spark's Cast.canAnsiCast: which types an ANSI CAST converts at all (anything to and from STRING,
+  numbers among themselves and to BOOLEAN and TIMESTAMP, TIMESTAMP to numbers, DATE/TIMESTAMP/TIMESTAMP_NTZ among
+  themselves, never a number to a DATE); a cast it refuses fails analysis with DATATYPE_MISMATCH.* (42K09).
+- [UC] databricks-sdk-py databricks/sdk/service/catalog.py: TableInfo.table_type (MANAGED, EXTERNAL, VIEW, ...),
+  data_source_format (DELTA, PARQUET, CSV, JSON, AVRO, ORC, TEXT, ...), ColumnInfo.nullable ("Whether field may be
+  Null (default: true)"), type_text, type_name (a ColumnTypeName: LONG for BIGINT), type_json (the Spark StructField
+  as JSON: name, type, nullable, metadata, where Spark keeps a column DEFAULT as CURRENT_DEFAULT). A table of
+  another format than Delta is an external table in Unity Catalog (docs.databricks.com, "Work with external tables").
 - [AUTH] databricks/databricks-sdk-go issue 873: a bad token is 403 {"error_code": 403, "message": "Invalid access
   token."} (an integer error_code); an expired token gives the same 403 (DataThirstLtd/databricks.vsts.tools issues 24
   and 26). No credential is 401 "Credential was not sent or was of an unsupported type for this API." (quoted from
@@ -92,7 +114,11 @@ manifest; UNION ALL type widening beyond "same type" and "numeric with numeric";
 a value is a STRING NULL (so it too is refused for a BIGINT column in strict mode); the OAuth error descriptions
 other than "Client authentication failed"; that a missing scope is invalid_scope (RFC 6749 also allows a default);
 which scopes exist beyond all-apis, sql and offline_access; the answer to a GET of the token endpoint (405 here); the
-message that comes with an expired OAuth token (the PAT's "Invalid access token." here).
+message that comes with an expired OAuth token (the PAT's "Invalid access token." here); that Databricks SQL answers
+a MERGE into a non-Delta table with Delta's DELTA_UNSUPPORTED_SOURCE (open-source Spark without Delta's rule would
+say "MERGE INTO TABLE is not supported temporarily.") and the plan line after it; the sentence of
+DATATYPE_MISMATCH.CAST_WITHOUT_SUGGESTION (Spark suggests functions or settings for some pairs); that a comparison
+in the ON clause casts a STRING side to the other side's type (ANSI type coercion) and widens DATE to TIMESTAMP.
 """
 
 import argparse
@@ -119,6 +145,7 @@ DEFAULT_WAIT_TIMEOUT = "10s"  # [SE]
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELED", "CLOSED")  # [SDK] StatementState
 WAREHOUSE_STATES = ("DELETED", "DELETING", "RUNNING", "STARTING", "STOPPED", "STOPPING")  # [SDK] State
 UTC = datetime.timezone.utc
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
 OIDC_TOKEN_PATH = "/oidc/v1/token"  # [OAUTH]
 OIDC_DISCOVERY_PATH = "/oidc/.well-known/oauth-authorization-server"
 OAUTH_LIFETIME = 3600  # [OAUTH] "Each access token is valid for one hour"
@@ -158,13 +185,23 @@ TYPE_ALIASES = {alias: group.split()[0] for group in _SYNONYMS.split(";") for al
 INTEGRAL_BITS = {"TINYINT": 8, "SMALLINT": 16, "INT": 32, "BIGINT": 64}
 NUMERIC = (*INTEGRAL_BITS, "DOUBLE", "FLOAT", "DECIMAL")
 DATETIME = ("DATE", "TIMESTAMP", "TIMESTAMP_NTZ")
+# CREATE TABLE ... USING <format>: Delta, or a plain file format whose table Delta's DML refuses [UC].
+FILE_FORMATS = ("DELTA", "PARQUET", "CSV", "JSON", "AVRO", "ORC", "TEXT")
 # Unity Catalog's ColumnTypeName and the Spark JSON type name of each type (a DECIMAL's JSON name is "decimal(p,s)").
 UC_TYPE_NAMES = {"BIGINT": "LONG", "INT": "INT", "SMALLINT": "SHORT", "TINYINT": "BYTE"}
 JSON_TYPE_NAMES = {"BIGINT": "long", "INT": "integer", "SMALLINT": "short", "TINYINT": "byte"}
 
 
 def canonical_type(text):
-    """'bigint' -> 'BIGINT', 'decimal( 10 , 2 )' -> 'DECIMAL(10,2)'; None for a type this emulator does not know."""
+    """'bigint' -> 'BIGINT', 'decimal( 10 , 2 )' -> 'DECIMAL(10,2)', 'map<string, bigint>' -> 'MAP<STRING,BIGINT>';
+    None for a type this emulator does not know. Collections hold no values here: no value casts to one (a table
+    may be made with one, a MERGE into it fails at analysis)."""
+    collection = re.fullmatch(r"\s*(ARRAY|MAP)\s*<(.*)>\s*", text, re.IGNORECASE)
+    if collection:
+        parts = [canonical_type(part) for part in collection.group(2).split(",")]
+        if None in parts or len(parts) != (2 if collection.group(1).upper() == "MAP" else 1):
+            return None
+        return f"{collection.group(1).upper()}<{','.join(parts)}>"
     match = re.fullmatch(r"\s*([A-Za-z_]+)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?\s*", text)
     if not match or match.group(1).upper() not in TYPE_ALIASES:
         return None
@@ -179,7 +216,7 @@ def canonical_type(text):
 
 
 def base_type(sql_type):
-    return sql_type.split("(")[0]
+    return sql_type.split("(")[0].split("<")[0]
 
 
 def decimal_spec(sql_type):
@@ -343,18 +380,37 @@ def _double_text(number):
     return f"{'-' if sign else ''}{digits[0]}.{fraction}E{len(digits) - 1 + exponent}"
 
 
-def can_store(source, target, strict):
-    """Whether MERGE ... INSERT * may write a `source` value into a `target` column (checked before any row is)."""
+def can_cast(source, target):
+    """Spark's Cast.canAnsiCast over the types modelled here: what an ANSI CAST may convert at all [CAST]."""
+    if "<" in source + target:
+        return source == target
     source, target = base_type(source), base_type(target)
-    if source == target or target == "STRING":  # anything atomic may be written as its text
+    if source == target or "STRING" in (source, target):
         return True
-    if (source in NUMERIC and target in NUMERIC) or (source in DATETIME and target in DATETIME):
+    if source in NUMERIC and target in NUMERIC:
         return True
-    return source == "STRING" and not strict  # [DELTA] MERGE casts strings implicitly; INSERT refuses them
+    if "BOOLEAN" in (source, target):
+        return (source if target == "BOOLEAN" else target) in NUMERIC
+    if target == "TIMESTAMP":
+        return source in ("DATE", "TIMESTAMP_NTZ") or source in NUMERIC
+    if target == "TIMESTAMP_NTZ":
+        return source in ("DATE", "TIMESTAMP")
+    if target == "DATE":
+        return source in ("TIMESTAMP", "TIMESTAMP_NTZ")
+    return target in NUMERIC and source == "TIMESTAMP"
+
+
+def can_store(source, target, strict):
+    """Whether MERGE may write a `source` value into a `target` column (checked before any row is). Delta's MERGE
+    casts with an ANSI CAST [DELTA], so anything `can_cast` allows; `strict` refuses strings into other types as
+    Spark's INSERT does."""
+    if strict and base_type(source) == "STRING" and base_type(target) != "STRING":
+        return False
+    return can_cast(source, target)
 
 
 def store(value, source, target, column):
-    """Convert one value for a target column; the pair has passed can_store."""
+    """Convert one value for a target column as an ANSI CAST does; the pair has passed can_store."""
     if value is None:
         return None
     source_base, target_base = base_type(source), base_type(target)
@@ -362,6 +418,13 @@ def store(value, source, target, column):
         return cast_string(value, target)
     if target_base == "STRING":
         return sql_text(value)
+    if isinstance(value, bool) and target_base in NUMERIC:
+        value = int(value)
+    if isinstance(value, datetime.datetime) and target_base in NUMERIC:
+        seconds = (value - _EPOCH).total_seconds()  # TIMESTAMP -> number: seconds since the epoch
+        value = seconds if target_base in ("DOUBLE", "FLOAT") else math.floor(seconds)
+    if target_base == "BOOLEAN":
+        return value != 0 if not isinstance(value, bool) else value
     if target_base in INTEGRAL_BITS:
         limit = 2 ** (INTEGRAL_BITS[target_base] - 1)
         if isinstance(value, float) and not math.isfinite(value) or not -limit <= int(value) < limit:
@@ -380,6 +443,8 @@ def store(value, source, target, column):
             return (value.astimezone(UTC) if value.tzinfo else value).date()
         return value
     if target_base == "TIMESTAMP":
+        if isinstance(value, (int, float, decimal.Decimal)):
+            return _EPOCH + datetime.timedelta(seconds=float(value))
         if not isinstance(value, datetime.datetime):
             return datetime.datetime.combine(value, datetime.time(), UTC)
         return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -387,7 +452,7 @@ def store(value, source, target, column):
         if not isinstance(value, datetime.datetime):
             return datetime.datetime.combine(value, datetime.time())
         return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-    return value  # BOOLEAN into BOOLEAN
+    return value
 
 
 def _overflow(source, target, column):
@@ -410,6 +475,19 @@ def wider_type(first, second):
         return "DOUBLE" if pair & {"DOUBLE", "FLOAT"} else "DECIMAL(38,18)"
     if pair <= set(DATETIME):
         return "TIMESTAMP" if "TIMESTAMP" in pair else "TIMESTAMP_NTZ"
+    return None
+
+
+def comparison_type(first, second):
+    """The type `a = b` compares in: the wider of two types that mix, else the other side's type when one is a
+    STRING (the string is cast to it); None when the two do not compare."""
+    wider = wider_type(first, second)
+    if wider is not None:
+        return wider
+    if base_type(first) == "STRING":
+        return second
+    if base_type(second) == "STRING":
+        return first
     return None
 
 
@@ -602,13 +680,32 @@ class Parser:
             self.keyword("EXISTS")
         table = self.table()
         self.punct("(")
-        columns = [(self.identifier(), self.data_type())]
+        columns = [self.column_definition()]
         while self.accept_punct(","):
-            columns.append((self.identifier(), self.data_type()))
+            columns.append(self.column_definition())
         self.punct(")")
+        data_source_format = "DELTA"
         if self.accept("USING"):
-            self.keyword("DELTA")
-        return {"kind": "create", "table": table, "if_not_exists": if_not_exists, "columns": columns}
+            token = self.peek()
+            if token is None or token.kind != "word" or token.text.upper() not in FILE_FORMATS:
+                self.fail(" or ".join(FILE_FORMATS))
+            self.position += 1
+            data_source_format = token.text.upper()
+        return {
+            "kind": "create",
+            "table": table,
+            "if_not_exists": if_not_exists,
+            "columns": columns,
+            "format": data_source_format,
+        }
+
+    def column_definition(self):
+        """name TYPE [NOT NULL]: (name, TYPE, nullable)."""
+        name, sql_type = self.identifier(), self.data_type()
+        if self.accept("NOT"):
+            self.keyword("NULL")
+            return name, sql_type, False
+        return name, sql_type, True
 
     def data_type(self):
         token = self.peek()
@@ -657,7 +754,7 @@ class Parser:
             self.keyword("TARGET")
         self.keyword("THEN")
         self.keyword("INSERT")
-        self.punct("*")
+        insert = None if self.accept_punct("*") else self.insert_columns()
         return {
             "kind": "merge",
             "table": table,
@@ -666,7 +763,32 @@ class Parser:
             "selects": selects,
             "source_alias": source_alias,
             "on": conditions,
+            "insert": insert,  # None for INSERT *, else [(target column, (qualifier or None, source column))]
         }
+
+    def insert_columns(self):
+        """(col, ...) VALUES ([s.]col, ...): column references only, as there are no literals here."""
+        self.punct("(")
+        columns = [self.identifier()]
+        while self.accept_punct(","):
+            columns.append(self.identifier())
+        self.punct(")")
+        self.keyword("VALUES")
+        values_at = self.peek().offset if self.peek() is not None else len(self.text)
+        self.punct("(")
+        values = [self.value_reference()]
+        while self.accept_punct(","):
+            values.append(self.value_reference())
+        self.punct(")")
+        if len(values) != len(columns):
+            raise syntax_error(self.text, values_at, "'VALUES'", f"{len(columns)} values, one for each column")
+        return list(zip(columns, values))
+
+    def value_reference(self):
+        first = self.identifier()
+        if self.accept_punct("."):
+            return first, self.identifier()
+        return None, first
 
     def alias(self, before):
         if self.accept("AS"):
@@ -738,10 +860,11 @@ class Databricks(Emulator):
     """The Databricks emulator (see the module docstring). `catalogs` maps catalog -> schema names; None means
     {"main": ("default",)}. Unqualified names resolve against the request's catalog/schema, else main.default.
 
-    strict_string_casts (default True, restored by reset): a STRING value headed for a column of another type fails
-    the MERGE with INCOMPATIBLE_DATA_FOR_TABLE.CANNOT_SAFELY_CAST, Spark's INSERT rule. Real Delta MERGE casts such
-    a value implicitly instead [DELTA], so "3" lands in a BIGINT column and "abc" fails with CAST_INVALID_INPUT; set
-    False for that. The strict default is what proves a client sends explicit parameter types, as the SPEC requires.
+    strict_string_casts (default False, restored by reset): Delta's MERGE casts a STRING value headed for a column of
+    another type with an ANSI CAST [DELTA], so "3" lands in a BIGINT column and "abc" fails with CAST_INVALID_INPUT.
+    True refuses such a value at analysis with INCOMPATIBLE_DATA_FOR_TABLE.CANNOT_SAFELY_CAST, Spark's rule for
+    INSERT, which is not what Databricks does for MERGE: it proves that a client binds its values with explicit
+    parameter types.
     """
 
     name = "databricks"
@@ -773,7 +896,7 @@ class Databricks(Emulator):
         self.token_lifetime = OAUTH_LIFETIME
         self.expired_token_status = 403
         self.token_path = OIDC_TOKEN_PATH
-        self.strict_string_casts = True
+        self.strict_string_casts = False
         self.warehouses = {warehouse_id: "RUNNING" for warehouse_id in self.warehouse_ids}
         self._table_meta = {}
         self._by_id = {}
@@ -872,16 +995,28 @@ class Databricks(Emulator):
         with self.lock:
             return list(self.tables[full_name.lower()]["rows"])
 
-    def create_table(self, full_name, columns, rows=()):
-        """Seed a table directly: columns [(name, TYPE)], rows [{name: value}] (values already typed)."""
+    def create_table(self, full_name, columns, rows=(), not_null=(), defaults=None, data_source_format="DELTA"):
+        """Seed a table as a user makes one by hand: columns [(name, TYPE)], the names of its NOT NULL columns,
+        column DEFAULTs {name: typed value}, its format (DELTA, PARQUET, CSV, ...), rows [{name: value}] (values
+        already typed)."""
         columns = [(name, canonical_type(sql_type)) for name, sql_type in columns]
         assert all(sql_type for _, sql_type in columns), columns
+        assert data_source_format in FILE_FORMATS, data_source_format
+        names = {name.lower() for name, _ in columns}
+        assert {name.lower() for name in [*not_null, *(defaults or {})]} <= names, (not_null, defaults)
         with self.lock:
-            self._store_table(full_name.lower(), columns)
-            self.tables[full_name.lower()]["rows"].extend(dict(row) for row in rows)
+            key = full_name.lower()
+            self._store_table(key, columns, not_null, defaults, data_source_format)
+            self.tables[key]["rows"].extend(dict(row) for row in rows)
 
-    def _store_table(self, key, columns):
-        self.tables[key] = {"columns": columns, "rows": []}
+    def _store_table(self, key, columns, not_null=(), defaults=None, data_source_format="DELTA"):
+        self.tables[key] = {
+            "columns": columns,
+            "rows": [],
+            "not_null": {name.lower() for name in not_null},
+            "defaults": {name.lower(): value for name, value in (defaults or {}).items()},
+            "format": data_source_format,
+        }
         self._table_meta[key] = {"table_id": str(uuid.uuid4()), "created_at": int(time.time() * 1000)}
 
     # -- routing ---------------------------------------------------------------------------------------------------
@@ -1293,8 +1428,8 @@ class Databricks(Emulator):
             raise _no_such_catalog(parts[0])
         if schema not in self.catalogs[catalog]:
             raise _schema_not_found(parts[0], parts[1])
-        columns, seen = [], set()
-        for column, declared in tree["columns"]:
+        columns, seen, not_null = [], set(), []
+        for column, declared, nullable in tree["columns"]:
             sql_type = canonical_type(declared)
             if sql_type is None:
                 raise SqlError("UNSUPPORTED_DATATYPE", f'Unsupported data type "{declared}".', "0A000")
@@ -1306,6 +1441,8 @@ class Databricks(Emulator):
                 )
             seen.add(column.lower())
             columns.append((column, sql_type))
+            if not nullable:
+                not_null.append(column)
         key = ".".join(parts).lower()
         if key in self.tables:
             if tree["if_not_exists"]:
@@ -1317,7 +1454,7 @@ class Databricks(Emulator):
                 "objects.",
                 "42P07",
             )
-        self._store_table(key, columns)
+        self._store_table(key, columns, not_null, data_source_format=tree["format"])
         return _result([], [])
 
     def _describe(self, tree, scope, bind):
@@ -1326,10 +1463,20 @@ class Databricks(Emulator):
         return _result([("col_name", "STRING"), ("data_type", "STRING"), ("comment", "STRING")], rows)
 
     def _merge(self, tree, scope, bind):
-        """MERGE ... WHEN NOT MATCHED THEN INSERT *: analysis first (names, columns, types), then every row is
-        converted, and only then is anything written, so a failing statement leaves the table as it was."""
+        """MERGE ... WHEN NOT MATCHED THEN INSERT * | INSERT (columns) VALUES (s.columns): analysis first (format,
+        names, columns, types), then the rows no stored row matches are converted and checked, and only then is
+        anything written, so a failing statement leaves the table as it was."""
         parts = self._table_name(tree["table"], scope, bind)
         table = self._existing_table(parts, tree["table_at"])
+        if table["format"] != "DELTA":
+            # [DELTA] PreprocessTableMerge: a target that is not a Delta table; the plan line is this emulator's.
+            described = ", ".join(name for name, _ in table["columns"])
+            raise SqlError(
+                "DELTA_UNSUPPORTED_SOURCE",
+                f"MERGE destination only supports Delta sources.\nRelation {'.'.join(parts)}[{described}] "
+                f"{table['format'].lower()}\n",
+                "0AKDD",
+            )
         selects = tree["selects"]
         names = [column for _, column in selects[0]]  # UNION ALL takes its column names from the first SELECT
         for number, select in enumerate(selects[1:], start=2):
@@ -1342,63 +1489,124 @@ class Databricks(Emulator):
                 )
         source = [[bind(marker) for marker, _ in select] for select in selects]
         types = [self._union_type(source, index) for index in range(len(names))]
-        source_alias = tree["source_alias"]
-
-        # INSERT * sets every target column from the source column of the same name; extra source columns are
-        # ignored, a missing one is an error (Delta without schema evolution).
-        feeds = {}
-        for column, _ in table["columns"]:
-            found = [index for index, name in enumerate(names) if name.lower() == column.lower()]
-            if not found:
-                given = ", ".join(f"{source_alias}.{name}" for name in names)
-                raise SqlError(
-                    "DELTA_MERGE_UNRESOLVED_EXPRESSION",
-                    f"Cannot resolve {column} in INSERT clause given columns {given}.",
-                    "42601",
-                )
-            if len(found) > 1:
-                candidates = ", ".join(quote_name([source_alias, names[index]]) for index in found)
-                raise SqlError(
-                    "AMBIGUOUS_REFERENCE", f"Reference `{column}` is ambiguous, could be: [{candidates}].", "42704"
-                )
-            feeds[column] = found[0]
+        feeds = self._insert_feeds(tree, parts, table, names)
         keys = [self._on_pair(condition, tree, parts, table, names) for condition in tree["on"]]
 
         for column, column_type in table["columns"]:
-            if not can_store(types[feeds[column]], column_type, self.strict_string_casts):
-                raise _cannot_safely_cast(parts, column, types[feeds[column]], column_type)
+            if column in feeds and not can_store(types[feeds[column]], column_type, self.strict_string_casts):
+                raise self._cannot_write(parts, column, tree["source_alias"], types[feeds[column]], column_type)
+        compared = []
         for column, column_type, index in keys:
-            if not can_store(types[index], column_type, self.strict_string_casts):
-                raise _cannot_safely_cast(parts, column, types[index], column_type)
+            common = comparison_type(column_type, types[index])
+            if common is None or not (can_cast(column_type, common) and can_cast(types[index], common)):
+                raise SqlError(
+                    "DATATYPE_MISMATCH.BINARY_OP_DIFF_TYPES",
+                    f'Cannot resolve "({column} = {tree["source_alias"]}.{names[index]})" due to data type mismatch: '
+                    "the left and right operands of the binary operator have incompatible types "
+                    f'("{column_type}" and "{types[index]}").',
+                    "42K09",
+                )
+            compared.append((column, column_type, index, common))
 
-        incoming = []
-        for values in source:
-            row = {
-                column: store(*values[feeds[column]], column_type, column) for column, column_type in table["columns"]
-            }
-            match = [(column, store(*values[index], column_type, column)) for column, column_type, index in keys]
-            incoming.append((row, match))
         # MERGE matches against the table as it was when the statement began; a hash of the ON columns keeps a
         # 10,000-run backfill linear (comparing every source row with every stored row made it quadratic).
-        existing = self._match_index(parts, table, [column for column, _, _ in keys])
-        inserted = [row for row, match in incoming if _match_key([value for _, value in match]) not in existing]
+        existing = self._match_index(parts, table, [(column, kind, common) for column, kind, _, common in compared])
+        inserted = []
+        for values in source:
+            match = [store(*values[index], common, column) for column, _, index, common in compared]
+            if _match_key(match) in existing:
+                continue
+            # [DELTA] an ANSI CAST of each value, then the NOT NULL invariants of the row that is written.
+            row = {}
+            for column, column_type in table["columns"]:
+                if column in feeds:
+                    row[column] = store(*values[feeds[column]], column_type, column)
+                else:
+                    row[column] = table["defaults"].get(column.lower())
+            for column, _ in table["columns"]:
+                if column.lower() in table["not_null"] and row[column] is None:
+                    raise SqlError(
+                        "DELTA_NOT_NULL_CONSTRAINT_VIOLATED",
+                        f"NOT NULL constraint violated for column: {column}.",
+                        "23502",
+                    )
+            inserted.append(row)
         table["rows"].extend(inserted)
         counts = [("num_affected_rows", len(inserted)), ("num_updated_rows", 0), ("num_deleted_rows", 0)]
         counts.append(("num_inserted_rows", len(inserted)))
         return _result([(name, "BIGINT") for name, _ in counts], [[str(count) for _, count in counts]])
 
-    def _match_index(self, parts, table, columns):
-        """The set of ON-column keys of the stored rows, kept up to date as rows are appended."""
+    def _insert_feeds(self, tree, parts, table, names):
+        """{target column: index of the source column written into it}; target columns left out are absent.
+
+        INSERT * sets every target column from the source column of the same name, and a target column the source
+        lacks is an error (Delta without schema evolution). An explicit list names target columns, each fed by a
+        source column; the target columns it leaves out get their DEFAULT, else NULL [DELTA]."""
+        source_alias = tree["source_alias"]
+        given = ", ".join(f"{source_alias}.{name}" for name in names)
+
+        def unresolved(what, columns):
+            return SqlError(
+                "DELTA_MERGE_UNRESOLVED_EXPRESSION",
+                f"Cannot resolve {what} in INSERT clause given columns {columns}.",
+                "42601",
+            )
+
+        def source_index(column):
+            found = [index for index, name in enumerate(names) if name.lower() == column.lower()]
+            if len(found) > 1:
+                candidates = ", ".join(quote_name([source_alias, names[index]]) for index in found)
+                raise SqlError(
+                    "AMBIGUOUS_REFERENCE", f"Reference `{column}` is ambiguous, could be: [{candidates}].", "42704"
+                )
+            return found[0] if found else None
+
+        feeds = {}
+        if tree["insert"] is None:
+            for column, _ in table["columns"]:
+                index = source_index(column)
+                if index is None:
+                    raise unresolved(column, given)
+                feeds[column] = index
+            return feeds
+        target_alias = tree["alias"] or parts[-1]
+        listed = [target for target, _ in tree["insert"]]
+        if len({target.lower() for target in listed}) < len(listed):
+            raise SqlError("DELTA_DUPLICATE_COLUMNS_ON_INSERT", "Duplicate column names in INSERT clause", "42701")
+        for target, (qualifier, column) in tree["insert"]:
+            found = [name for name, _ in table["columns"] if name.lower() == target.lower()]
+            if not found:
+                raise unresolved(target, ", ".join(f"{target_alias}.{name}" for name, _ in table["columns"]))
+            index = source_index(column) if qualifier in (None, source_alias) else None
+            if index is None:
+                raise unresolved(f"{qualifier}.{column}" if qualifier else column, given)
+            feeds[found[0]] = index
+        return feeds
+
+    def _cannot_write(self, parts, column, source_alias, source, target):
+        if self.strict_string_casts and can_cast(source, target):
+            return _cannot_safely_cast(parts, column, source, target)
+        # [CAST] Cast.typeCheckFailureMessage with the ANSI fallback suggestion left out.
+        return SqlError(
+            "DATATYPE_MISMATCH.CAST_WITHOUT_SUGGESTION",
+            f'Cannot resolve "CAST({source_alias}.{column} AS {target})" due to data type mismatch: cannot cast '
+            f'"{source}" to "{target}".',
+            "42K09",
+        )
+
+    def _match_index(self, parts, table, keys):
+        """The set of ON-column keys of the stored rows, each value as the ON clause compares it, kept up to date
+        as rows are appended. `keys`: [(column, its type, the type it is compared in)]."""
         cache = self._match_indexes
-        slot = (".".join(parts).lower(), tuple(columns))
-        seen, keys = cache.get(slot, (0, set()))
+        slot = (".".join(parts).lower(), tuple(keys))
+        seen, found = cache.get(slot, (0, set()))
         rows = table["rows"]
         if seen > len(rows):  # the table was replaced or emptied: start over
-            seen, keys = 0, set()
+            seen, found = 0, set()
         for row in rows[seen:]:
-            keys.add(_match_key([row[column] for column in columns]))
-        cache[slot] = (len(rows), keys)
-        return keys
+            found.add(_match_key([store(row.get(column), kind, common, column) for column, kind, common in keys]))
+        cache[slot] = (len(rows), found)
+        return found
 
     @staticmethod
     def _union_type(source, index):
@@ -1500,8 +1708,18 @@ class Databricks(Emulator):
             key = ".".join(parts)
             if key not in self.tables:
                 raise ApiError(404, "TABLE_DOES_NOT_EXIST", f"Table '{key}' does not exist.")
-            columns = list(self.tables[key]["columns"])
+            table = self.tables[key]
+            columns = [
+                _uc_column(
+                    position, name, sql_type, name.lower() not in table["not_null"], table["defaults"].get(name.lower())
+                )
+                for position, (name, sql_type) in enumerate(table["columns"])
+            ]
+            data_source_format = table["format"]
             meta = dict(self._table_meta[key])
+        # [UC] a table made with CREATE TABLE ... USING <file format> in Unity Catalog is an EXTERNAL one (a LOCATION
+        # is required); managed tables are Delta.
+        managed = data_source_format == "DELTA"
         return Reply(
             200,
             {
@@ -1509,15 +1727,19 @@ class Databricks(Emulator):
                 "catalog_name": catalog,
                 "schema_name": schema,
                 "full_name": key,
-                "table_type": "MANAGED",
-                "data_source_format": "DELTA",
-                "columns": [_uc_column(position, *column) for position, column in enumerate(columns)],
+                "table_type": "MANAGED" if managed else "EXTERNAL",
+                "data_source_format": data_source_format,
+                "columns": columns,
                 "table_id": meta["table_id"],
                 "created_at": meta["created_at"],
                 "updated_at": meta["created_at"],
                 "owner": "emulator@example.com",
                 "created_by": "emulator@example.com",
-                "storage_location": f"s3://emulated-metastore/tables/{meta['table_id']}",
+                "storage_location": (
+                    f"s3://emulated-metastore/tables/{meta['table_id']}"
+                    if managed
+                    else f"s3://emulated-external/{schema}/{name}"
+                ),
                 "properties": {},
             },
         )
@@ -1536,23 +1758,51 @@ def _base64url(text):
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def _uc_column(position, name, sql_type):
-    """A Unity Catalog ColumnInfo: type_text is the lower-case SQL type, type_name the ColumnTypeName."""
+def _uc_column(position, name, sql_type, nullable=True, default=None):
+    """A Unity Catalog ColumnInfo [UC]: type_text is the lower-case SQL type, type_name the ColumnTypeName,
+    type_json the Spark StructField (a DEFAULT travels in its metadata as CURRENT_DEFAULT, the SQL text)."""
     base = base_type(sql_type)
-    json_name = sql_type.lower() if base == "DECIMAL" else JSON_TYPE_NAMES.get(base, base.lower())
+    json_name = json_type(sql_type)
+    metadata = (
+        {} if default is None else {"CURRENT_DEFAULT": sql_literal(default), "EXISTS_DEFAULT": sql_literal(default)}
+    )
     column = {
         "name": name,
         "type_text": sql_type.lower(),
         "type_name": UC_TYPE_NAMES.get(base, base),
         "type_json": json.dumps(
-            {"name": name, "type": json_name, "nullable": True, "metadata": {}}, separators=(",", ":")
+            {"name": name, "type": json_name, "nullable": nullable, "metadata": metadata}, separators=(",", ":")
         ),
         "position": position,
-        "nullable": True,
+        "nullable": nullable,
     }
     if base == "DECIMAL":
         column["type_precision"], column["type_scale"] = decimal_spec(sql_type)
     return column
+
+
+def json_type(sql_type):
+    """The Spark JSON name of a type: "long", "decimal(10,2)", {"type": "map", "keyType": ..., ...}."""
+    base = base_type(sql_type)
+    if base in ("ARRAY", "MAP"):
+        inner = [json_type(part) for part in sql_type[len(base) + 1 : -1].split(",")]
+        if base == "ARRAY":
+            return {"type": "array", "elementType": inner[0], "containsNull": True}
+        return {"type": "map", "keyType": inner[0], "valueType": inner[1], "valueContainsNull": True}
+    return sql_type.lower() if base == "DECIMAL" else JSON_TYPE_NAMES.get(base, base.lower())
+
+
+def sql_literal(value):
+    """A typed value as SQL text: 'it''s', 42, 1.5, true, TIMESTAMP'2026-11-20 09:14:03'."""
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime.datetime):
+        return f"TIMESTAMP'{sql_text(value)}'"
+    if isinstance(value, datetime.date):
+        return f"DATE'{value.isoformat()}'"
+    return sql_text(value)
 
 
 def _result(columns, rows):

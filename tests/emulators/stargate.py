@@ -6,6 +6,8 @@
                                                 # None for null, text str, bigint int, double float, timestamp a
                                                 # timezone-aware UTC datetime with millisecond precision
     stargate.writes                             # accepted POSTs
+    stargate.add_table(ks, name, schema)        # a table made by hand (until reset): {"columns": [(name, CQL type)],
+                                                # "partition_key": [...]}; v2 also int, varint, date, map<text, text>...
     stargate.expire_token(t), stargate.add_token(t), auth.minted, auth.expire_next()
 
 Both versions serve the same paths (`POST /v2/keyspaces/{ks}/{table}`, `GET /v2/keyspaces/{ks}/{table}/{key}`,
@@ -25,7 +27,22 @@ fails, BRIDGE/service/interceptors/NewConnectionInterceptor.java), converts ever
 still refuse. v1 (V1/resources/v2/RowsResource.java) checks the token first, then parses, then converts with
 V1/resources/Converters.java.
 
-Not verified, chosen as the closest reading of the sources and marked where they happen: the exact Jackson and
+Tables made by hand (v2 only; `add_table`): a column of another type than the sink's gets the value through that
+type's codec (REST/grpc/ToProtoValueCodecs.java). A JSON string goes through protoValueFromStringified: Integer/
+Short/Byte.valueOf, new BigInteger/BigDecimal, Float.valueOf, UUID.fromString and the boolean words refuse with
+"Invalid String value ('<text>'): not valid representation/value for target protobuf type: TypeSpec.Basic.<X>";
+LocalDate.parse's DateTimeParseException is not caught by the date codec, so its own message is the problem; a map
+reads the text as a CQL map literal, {'key': 'value'}, under compactMapData=true (the default since 2023, REST/config/
+RestApiConstants.java), and a list or set as [a, b] / {a, b} (REST/grpc/StringifiedValueUtil.java): JSON text such
+as {"show":"Pilot"} fails with "Invalid Compact Map value ...". A JSON number goes through protoValueFromStrictlyTyped:
+int, smallint and tinyint keep the low bits of Number.intValue/shortValue/byteValue with no bounds check ("!!! TODO:
+bounds checks"), float is Number.floatValue, varint and decimal parse Number.toString. Every refusal is the 400
+"Invalid path for row to create, problem: Failed to deserialize field '<table>.<column>', problem: <codec's words>"
+(ToProtoConverter wraps any exception). The schema endpoint names the types as BridgeProtoTypeTranslator writes them
+("int", "date", "map<text, text>").
+
+Not verified, chosen as the closest reading of the sources and marked where they happen: the text of the
+NumberFormatException that new BigInteger("42.5") throws (Java's "For input string" here), the exact Jackson and
 Cassandra message texts (quoted from memory of those projects, not from Stargate), that a missing Content-Type is
 accepted, the 4 MiB gRPC limit as the v2 body ceiling (inferred: the bridge sets no maxInboundMessageSize) and the
 size it reports, the column order of the schema endpoint, `defaultTimeToLive` in v2 `tableOptions`, and the v1
@@ -39,6 +56,7 @@ import decimal
 import json
 import math
 import re
+import struct
 import urllib.parse
 import uuid
 
@@ -72,11 +90,18 @@ GRPC_MAX_MESSAGE = 4 * 1024 * 1024
 # Quarkus' default quarkus.http.limits.max-body-size (REST's application.yaml keeps it): 413 before anything else.
 HTTP_MAX_BODY = 10240 * 1024
 
-# The CQL types the emulator models, by their canonical name (CQL's varchar is another name for text).
+# The CQL types the emulator models, by their canonical name (CQL's varchar is another name for text). Both versions
+# model the sink's four; v2 also the ones a table made by hand may have instead (ToProtoValueCodecs has them all).
 SUPPORTED_TYPES = {"text": "text", "varchar": "text", "bigint": "bigint", "double": "double", "timestamp": "timestamp"}
+V2_ONLY_TYPES = ("boolean", "date", "decimal", "float", "int", "smallint", "tinyint", "uuid", "varint")
 
-# REST/grpc/ToProtoValueCodecs.java names its codecs "TypeSpec.Basic.<X>" in error texts (bigint is the LONG codec).
-V2_TYPE_NAMES = {"text": "TEXT", "bigint": "LONG", "double": "DOUBLE", "timestamp": "TIMESTAMP"}
+# REST/grpc/ToProtoValueCodecs.java names its codecs "TypeSpec.Basic.<X>" in error texts (bigint is the LONG codec),
+# and its collection codecs "TypeSpec.Map", "TypeSpec.List", "TypeSpec.Set".
+V2_TYPE_NAMES = {"text": "Basic.TEXT", "bigint": "Basic.LONG", "double": "Basic.DOUBLE", "timestamp": "Basic.TIMESTAMP"}
+V2_TYPE_NAMES.update({kind: "Basic." + kind.upper() for kind in V2_ONLY_TYPES})
+V2_TYPE_NAMES.update({"map": "Map", "list": "List", "set": "Set"})
+# Number.intValue / shortValue / byteValue keep the low bits: no bounds check ("!!! TODO: bounds checks").
+V2_INTEGER_BITS = {"int": 32, "smallint": 16, "tinyint": 8}
 # V1/resources/Converters.java prints the Column.Type enum constant.
 V1_TYPE_NAMES = {"text": "Text", "bigint": "Bigint", "double": "Double", "timestamp": "Timestamp"}
 
@@ -87,6 +112,7 @@ _JAVA_DOUBLE = re.compile(  # Double.valueOf, after its own trim
 )
 _JAVA_HEX_DOUBLE = re.compile(r"[+-]?0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)[pP][+-]?[0-9]+[fFdD]?")
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)
+_JAVA_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)  # new BigDecimal
 _OFFSET_COLON = re.compile(r"([+-])([0-9]{2}):([0-9]{2})", re.ASCII)  # pattern letters XXX
 _OFFSET_COMPACT = re.compile(r"([+-])([0-9]{2})([0-9]{2})?", re.ASCII)  # pattern letter X
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
@@ -426,6 +452,192 @@ def _parse_timestamp_v1(text):
         raise fail_at(0) from None
 
 
+def canonical_type(cql_type, column=""):
+    """A column's CQL type as the schema endpoint spells it (BridgeProtoTypeTranslator): "text", "map<text, text>";
+    ValueError for a type the emulator does not model."""
+    text = "".join(cql_type.lower().split())
+    container, _, inner = text.partition("<")
+    if inner and inner.endswith(">"):
+        parts = [canonical_type(part, column) for part in inner[:-1].split(",")]
+        if container == "map" and len(parts) == 2 and "<" not in parts[0] + parts[1]:
+            return f"map<{parts[0]}, {parts[1]}>"
+        if container in ("list", "set") and len(parts) == 1 and "<" not in parts[0]:
+            return f"{container}<{parts[0]}>"
+    elif not inner and (text in SUPPORTED_TYPES or text in V2_ONLY_TYPES):
+        return SUPPORTED_TYPES.get(text, text)
+    raise ValueError(f"the Stargate emulator does not model CQL type {cql_type!r} (column {column!r})")
+
+
+def _parse_stringified(kind, text):
+    """Long/Integer/Short/Byte.valueOf, Double/Float.valueOf, new BigInteger/BigDecimal, UUID.fromString and the
+    boolean codec's words, on the text of a JSON string; None where Java refuses it."""
+    if kind == "bigint":
+        return _java_long(text)
+    if kind in V2_INTEGER_BITS:
+        number = _java_long(text)
+        limit = 2 ** (V2_INTEGER_BITS[kind] - 1)
+        return number if number is not None and -limit <= number < limit else None
+    if kind == "varint":
+        return int(text) if _JAVA_LONG.fullmatch(text) else None
+    if kind in ("double", "float"):
+        number = _java_double_value_of(text)
+        return None if number is None else _java_float(number) if kind == "float" else number
+    if kind == "decimal":
+        return decimal.Decimal(text) if _JAVA_DECIMAL.fullmatch(text) else None
+    if kind == "boolean":
+        return {"true": True, "false": False}.get(text.lower())
+    if kind == "uuid":
+        try:
+            return str(uuid.UUID(text)) if re.fullmatch(r"[0-9a-fA-F-]{1,36}", text) else None
+        except ValueError:
+            return None
+    return None
+
+
+def _java_float(number):
+    """(float) of a double: the nearest 32-bit float (infinite past its range)."""
+    try:
+        return struct.unpack("<f", struct.pack("<f", number))[0]
+    except OverflowError:
+        return math.copysign(math.inf, number)
+
+
+def _local_date(text):
+    """LocalDate.parse (ISO_LOCAL_DATE, strict); _BadValue with DateTimeParseException's message otherwise."""
+    match = re.match(r"([+-][0-9]{4,}|[0-9]{4})-([0-9]{2})-([0-9]{2})", text)
+    if not match:
+        raise _BadValue(f"Text '{text}' could not be parsed at index 0")
+    try:
+        date = datetime.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+    except ValueError:
+        raise _BadValue(f"Text '{text}' could not be parsed: Invalid date") from None
+    if match.end() != len(text):
+        raise _BadValue(f"Text '{text}' could not be parsed, unparsed text found at index {match.end()}")
+    return date
+
+
+def _is_blank(char):
+    return char in " \t\n"
+
+
+def _skip_spaces(text, index):
+    while index < len(text) and _is_blank(text[index]):
+        index += 1
+    return index
+
+
+def _skip_cql_value(text, index):
+    """REST/grpc/StringifiedValueUtil.java skipCqlValue: where the CQL value starting at `index` ends (a quoted
+    string, a bracketed group, or a run of identifier characters); -1 when none starts there."""
+    if index >= len(text) or _is_blank(text[index]):
+        return -1
+    depth = {"{": 0, "[": 0, "(": 0}
+    closing = {"}": "{", "]": "[", ")": "("}
+    in_string = False
+    while index < len(text):
+        char = text[index]
+        if in_string:
+            if char == "'" and text[index + 1 : index + 2] == "'":
+                index += 1  # an escaped quote
+            elif char == "'":
+                in_string = False
+                if not any(depth.values()):
+                    return index + 1
+        elif char == "'":
+            in_string = True
+        elif char in depth:
+            depth[char] += 1
+        elif char in closing:
+            if depth[closing[char]] == 0:
+                return index
+            depth[closing[char]] -= 1
+            if not any(depth.values()):
+                return index + 1
+        elif not any(depth.values()) and (
+            _is_blank(char) or not (char.isascii() and (char.isalnum() or char in "-+._&"))
+        ):
+            return index
+        index += 1
+    return -1 if in_string or any(depth.values()) else index
+
+
+def _stringified_compact_map(text, key_codec, value_codec):
+    """StringifiedValueUtil.decodeStringifiedCompactMap: {key: value, ...} with CQL values ('text' quoted)."""
+
+    def fail(detail):
+        return _BadValue(f"Invalid Compact Map value '{text}': {detail}")
+
+    index = _skip_spaces(text, 0)
+    if index >= len(text):
+        raise fail(f"at character {index} expecting '{{' but got EOF")
+    if text[index] != "{":
+        raise fail(f"at character {index + 1} expecting '{{' but got '{text[index + 1 : index + 2]}'")
+    index = _skip_spaces(text, index + 1)
+    if index >= len(text):
+        raise fail(f"at character {index} expecting element or '}}' but got EOF")
+    result = {}
+    if text[index] == "}":
+        return result
+    while index < len(text):
+        end = _skip_cql_value(text, index)
+        if end < 0:
+            raise fail(f"invalid CQL value at character {index}")
+        key = key_codec(text[index:end])
+        index = _skip_spaces(text, end)
+        if index >= len(text):
+            raise fail(f"at character {index} expecting ':' but got EOF")
+        if text[index] != ":":
+            raise fail(f"at character {index} expecting ':' but got '{text[index]}'")
+        index = _skip_spaces(text, index + 1)
+        end = _skip_cql_value(text, index)
+        if end < 0:
+            raise fail(f"invalid CQL value at character {index}")
+        result[key] = value_codec(text[index:end])
+        index = _skip_spaces(text, end)
+        if index >= len(text):
+            raise fail(f"at character {index} expecting ',' or '}}' but got EOF")
+        if text[index] == "}":
+            return result
+        if text[index] != ",":
+            raise fail(f"at character {index + 1} expecting ',' but got '{text[index + 1 : index + 2]}'")
+        index = _skip_spaces(text, index + 1)
+    raise fail("missing closing '}'")
+
+
+def _stringified_collection(text, container, element_codec):
+    """StringifiedValueUtil.decodeStringifiedCollection: [a, b] for a list, {a, b} for a set."""
+    kind, opening, closing = ("List", "[", "]") if container == "list" else ("Set", "{", "}")
+
+    def fail(detail):
+        return _BadValue(f"Invalid {kind} value '{text}': {detail}")
+
+    index = _skip_spaces(text, 0)
+    if index >= len(text):
+        raise fail(f"at character {index} expecting '{opening}' but got EOF")
+    if text[index] != opening:
+        raise fail(f"at character {index + 1} expecting '{opening}' but got '{text[index]}'")
+    index = _skip_spaces(text, index + 1)
+    if index >= len(text):
+        raise fail(f"at character {index} expecting element or '{closing}' but got EOF")
+    items = []
+    if text[index] == closing:
+        return items
+    while index < len(text):
+        end = _skip_cql_value(text, index)
+        if end < 0:
+            raise fail(f"invalid CQL value at character {index}")
+        items.append(element_codec(text[index:end]))
+        index = _skip_spaces(text, end)
+        if index >= len(text):
+            raise fail(f"at character {index} expecting ',' or '{closing}' but got EOF")
+        if text[index] == closing:
+            return items
+        if text[index] != ",":
+            raise fail(f"at character {index + 1} expecting ',' but got '{text[index + 1 : index + 2]}'")
+        index = _skip_spaces(text, index + 1)
+    raise fail(f"missing closing '{closing}'")
+
+
 # -- tables ---------------------------------------------------------------------------------------------------------
 
 
@@ -435,10 +647,7 @@ class _Table:
         self.name = name
         self.columns = []
         for column, cql_type in schema["columns"]:
-            canonical = SUPPORTED_TYPES.get(cql_type.lower())
-            if canonical is None:
-                raise ValueError(f"the Stargate emulator does not model CQL type {cql_type!r} (column {column!r})")
-            self.columns.append((column, canonical))
+            self.columns.append((column, canonical_type(cql_type, column)))
         self.types = dict(self.columns)
         self.partition_key = list(schema["partition_key"])
         self.clustering_key = list(schema.get("clustering_key") or [])
@@ -474,16 +683,29 @@ class Stargate(Emulator):
         self.version = version
         self.require_token = require_token
         self.accept_micros = accept_micros  # v2 timestamp fractions: False = 0 or 3 digits (2.0.2-2.0.17), True = 0-6
-        self.tables = {
-            keyspace: {name: _Table(keyspace, name, schema) for name, schema in tables.items()}
-            for keyspace, tables in keyspaces.items()
-        }
+        self._rows = {}  # (keyspace, table) -> {primary key tuple: {column: stored value}}
+        self._initial_tables = {keyspace: dict(tables) for keyspace, tables in keyspaces.items()}
+        self.tables = {}
+        for keyspace, tables in keyspaces.items():
+            for name, schema in tables.items():
+                self.add_table(keyspace, name, schema)
         self._initial_tokens = frozenset(tokens)
         self._tokens = set(tokens)
-        self._rows = {}  # (keyspace, table) -> {primary key tuple: {column: stored value}}
         self.writes = 0
 
     # -- what tests use ---------------------------------------------------------------------------------------------
+
+    def add_table(self, keyspace, name, schema):
+        """Make (or replace) a table, as cqlsh would, until reset: schema {"columns": [(name, CQL type)],
+        "partition_key": [...], "clustering_key": [...]}. v2 models more types than the sink's four (a table made by
+        hand: int, varint, date, map<text, text>, ...); v1 only those four."""
+        table = _Table(keyspace, name, schema)
+        extra = [kind for _, kind in table.columns if kind not in SUPPORTED_TYPES.values()]
+        if self.version == 1 and extra:
+            raise ValueError(f"the Stargate v1 emulator models only text, bigint, double and timestamp, not {extra}")
+        with self.lock:
+            self.tables.setdefault(keyspace, {})[name] = table
+            self._rows.pop((keyspace, name), None)
 
     def add_token(self, token):
         """Accept `token` from now on (StargateAuth's `on_token` callback)."""
@@ -508,6 +730,10 @@ class Stargate(Emulator):
             self._rows.clear()
             self.writes = 0
             self._tokens = set(self._initial_tokens)
+            self.tables = {
+                keyspace: {name: _Table(keyspace, name, schema) for name, schema in tables.items()}
+                for keyspace, tables in self._initial_tables.items()
+            }
 
     # -- routing ----------------------------------------------------------------------------------------------------
 
@@ -674,35 +900,73 @@ class Stargate(Emulator):
 
     def _decode_v2(self, kind, value):
         """One value, as REST/grpc/ToProtoConverter.java and the codecs of ToProtoValueCodecs.java read it."""
+        container = kind.partition("<")[0]
         if isinstance(value, str):
             # Any JSON string takes the "stringified" path, after handleSingleQuotes, whatever the column type.
-            text = _strip_single_quotes(value)
-            if kind == "text":
-                return text
-            if kind == "timestamp":
-                return _parse_timestamp_v2(text, self.accept_micros)
-            number = _java_long(text) if kind == "bigint" else _java_double_value_of(text)
-            if number is None:
-                raise _BadValue(
-                    f"Invalid String value ('{text}'): not valid representation/value for target protobuf type: "
-                    f"TypeSpec.Basic.{V2_TYPE_NAMES[kind]}"
-                )
-            return number
+            return self._stringified_v2(kind, _strip_single_quotes(value))
         if kind == "text":
             return _java_str(value)  # TextCodec: String.valueOf(value), so 42 becomes "42" and {} becomes "{}"
         if kind == "bigint" and _is_integer(value):
             return _wrap_long(value)
         if kind == "bigint" and isinstance(value, float):
             return _double_to_long(value)
-        if kind == "double" and _is_integer(value):
-            return _int_to_double(value)
-        if kind == "double" and isinstance(value, float):
+        if kind in V2_INTEGER_BITS and isinstance(value, (int, float)) and not isinstance(value, bool):
+            whole = _wrap_long(value) if _is_integer(value) else _double_to_long(value)
+            bits = V2_INTEGER_BITS[kind]
+            return (whole + 2 ** (bits - 1)) % 2**bits - 2 ** (bits - 1)  # the low bits, as Java's narrowing keeps
+        if kind in ("double", "float") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = _int_to_double(value) if _is_integer(value) else value
+            return _java_float(number) if kind == "float" else number
+        if kind in ("varint", "decimal") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            # new BigInteger(n.toString()) / new BigDecimal(n.toString()): a double's text has a ".0" BigInteger
+            # refuses with NumberFormatException, which reaches the client as its message.
+            text = _java_str(value)
+            if kind == "varint" and not _is_integer(value):
+                raise _BadValue(f'For input string: "{text}"')
+            return int(value) if kind == "varint" else decimal.Decimal(text.replace("E", "e"))
+        if kind == "boolean" and isinstance(value, bool):
             return value
         if kind == "timestamp" and _is_integer(value) and LONG_MIN <= value <= LONG_MAX:
             return value  # epoch milliseconds; only Integer and Long qualify, not BigInteger or Double
+        if container == "map" and isinstance(value, dict):  # compactMapData (the default): a JSON object
+            key_kind, value_kind = kind[4:-1].split(", ")
+            return {self._decode_v2(key_kind, key): self._decode_v2(value_kind, item) for key, item in value.items()}
+        if container in ("list", "set") and isinstance(value, list):
+            items = [self._decode_v2(kind[len(container) + 1 : -1], item) for item in value]
+            return items if container == "list" else sorted(set(items), key=repr)
         raise _BadValue(
-            f"Cannot coerce {_java_value_desc(value)} into expected protobuf type: TypeSpec.Basic.{V2_TYPE_NAMES[kind]}"
+            f"Cannot coerce {_java_value_desc(value)} into expected protobuf type: "
+            f"TypeSpec.{V2_TYPE_NAMES[container or kind]}"
         )
+
+    def _stringified_v2(self, kind, text):
+        """protoValueFromStringified of the column's codec: each type's own parser of the text."""
+        container = kind.partition("<")[0]
+        if kind == "text":
+            return text
+        if kind == "timestamp":
+            return _parse_timestamp_v2(text, self.accept_micros)
+        if kind == "date":
+            return _local_date(text)  # LocalDate.parse's DateTimeParseException is no IAE: its message goes out as is
+        if container == "map":
+            key_kind, value_kind = kind[4:-1].split(", ")
+            return _stringified_compact_map(
+                text, lambda part: self._decode_v2(key_kind, part), self._map_value(value_kind)
+            )
+        if container in ("list", "set"):
+            element = kind[len(container) + 1 : -1]
+            items = _stringified_collection(text, container, lambda part: self._decode_v2(element, part))
+            return items if container == "list" else sorted(set(items), key=repr)
+        parsed = _parse_stringified(kind, text)
+        if parsed is None:
+            raise _BadValue(
+                f"Invalid String value ('{text}'): not valid representation/value for target protobuf type: "
+                f"TypeSpec.{V2_TYPE_NAMES[kind]}"
+            )
+        return parsed
+
+    def _map_value(self, value_kind):
+        return lambda part: self._decode_v2(value_kind, part)
 
     def _convert_v1(self, table, payload):
         """V1 RowsResource.createRow maps every entry through Converters.colToValue; RequestHandler turns an
@@ -877,6 +1141,10 @@ class Stargate(Emulator):
     def _json_value(self, kind, value):
         if value is None:
             return None
+        if kind == "date":
+            return value.isoformat()
+        if kind == "decimal":
+            return float(value)
         if kind == "timestamp":
             return _java_instant(value)
         if kind == "bigint" and self.version == 1:
