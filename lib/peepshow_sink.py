@@ -1698,16 +1698,18 @@ def _verdict(outcome, ctx):
 
 
 def _why_kept(outcome, sink):
-    """The clause a message adds about a run kept after `outcome`."""
-    if outcome.fault == REFUSED:
+    """The clause a message adds about runs kept after `outcome`."""
+    if outcome.fault == TRANSIENT:
+        return ""
+    if outcome.fault == REFUSED or outcome.reason is not None:  # a refusal that no run was shown to deserve
         check = (
             f"`{sink.NAME} --check` compares it with what the sink writes; " if hasattr(sink, "print_schema") else ""
         )
         return (
-            "nothing reached the destination in this invocation, so the cause may be the destination, not the run: "
-            f"{check}once it is fixed, "
+            "the destination took no run in this invocation and refused them alike, so the cause is more likely "
+            f"the destination (a table made otherwise) than the runs: {check}once it is fixed, "
         )
-    return "" if outcome.fault == TRANSIENT else "once that is fixed, "
+    return "once that is fixed, "
 
 
 # -- one run, as it happens ----------------------------------------------------------------------------------------

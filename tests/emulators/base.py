@@ -266,15 +266,18 @@ def basic_credentials(request):
     return user, password
 
 
-def truncate_strings(value, limit):
-    """A copy of `value` with every string, at any depth, cut to its first `limit` characters (how analytics
-    services store long property values)."""
+def truncate_strings(value, limit, in_bytes=False):
+    """A copy of `value` with every string, at any depth, cut to its first `limit` characters, or with `in_bytes`
+    to its first `limit` bytes of UTF-8 (a character cut in two is dropped): how analytics services store long
+    property values."""
     if isinstance(value, str):
+        if in_bytes:
+            return value.encode("utf-8")[:limit].decode("utf-8", "ignore")
         return value[:limit]
     if isinstance(value, list):
-        return [truncate_strings(item, limit) for item in value]
+        return [truncate_strings(item, limit, in_bytes) for item in value]
     if isinstance(value, dict):
-        return {key: truncate_strings(item, limit) for key, item in value.items()}
+        return {key: truncate_strings(item, limit, in_bytes) for key, item in value.items()}
     return value
 
 

@@ -17,7 +17,8 @@ Behaviour copied from the real service, with where each fact comes from:
   [{"index", "insert_id", "field", "message"}], "num_records_imported": N, "status": "Bad Request"}` (the valid
   events are still ingested), 401 `{"code": 401, "error": "Invalid credentials", "status": "Unauthorized"}`,
   413 `{"code": 413, "error": "request exceeds max limit of … bytes", "status": "Request Entity Too Large"}`.
-  All strings are truncated to 255 characters. Gzip request bodies are accepted.
+  All strings are truncated to 255 bytes of UTF-8 ("a character limit of 255 bytes": docs.mixpanel.com
+  /docs/data-structure/property-reference/data-type). Gzip request bodies are accepted.
 - docs.mixpanel.com: /reference/import-events (10MB uncompressed per request), /reference/event-deduplication
   (dedup key: event name, distinct_id, time, $insert_id), /troubleshooting/errors/{401-unauthorized (project token
   as Basic user name with an empty password, or the project secret), 413-payload-too-large (the 2000-event and
@@ -63,7 +64,7 @@ IMPORT_FUTURE_TOLERANCE_SECONDS = 3600
 EARLIEST_EVENT_TIME = 31536000  # 1971-01-01T00:00:00Z
 IMPORT_MAX_EVENTS = 2000
 IMPORT_MAX_BYTES = 10 * 1024 * 1024
-MAX_STRING_CHARS = 255
+MAX_STRING_BYTES = 255
 
 RATE_WINDOW_SECONDS = 60.0
 RATE_EVENTS_PER_SECOND = 30_000
@@ -226,7 +227,7 @@ class Mixpanel(Emulator):
         Call with self.lock held. Events without $insert_id are never deduplicated. Time is compared to the second
         (not verified: Mixpanel only says "time"); the unit it was sent in does not matter.
         """
-        properties = truncate_strings(event["properties"], MAX_STRING_CHARS)
+        properties = truncate_strings(event["properties"], MAX_STRING_BYTES, in_bytes=True)
         stored = {"event": event["event"], "properties": properties, "endpoint": endpoint}
         insert_id = properties.get("$insert_id")
         if insert_id is None:
