@@ -699,12 +699,29 @@ def log(ctx, message):
 # -- spool and delivered-run record --------------------------------------------------------------------------------
 
 
+SPOOL_SWITCH = {"off": False, "0": False, "false": False, "no": False, "on": True, "1": True, "true": True, "yes": True}
+
+
 def spool_dir(env, name):
-    """`<PEEPSHOW_SINK_SPOOL_DIR or ~/.peepshow/spool>/<sink>`, or None when PEEPSHOW_SINK_SPOOL=off."""
-    if (env_value(env, "PEEPSHOW_SINK_SPOOL") or "").lower() in ("off", "0", "false", "no"):
+    """`<PEEPSHOW_SINK_SPOOL_DIR or ~/.peepshow/spool>/<sink>` as an absolute path, or None when
+    PEEPSHOW_SINK_SPOOL=off.
+
+    The directory is resolved once, here: a relative or `~` value typed into a shell profile must mean the same
+    place whatever directory peepshow runs the sink from.
+    """
+    switch = env_value(env, "PEEPSHOW_SINK_SPOOL")
+    if switch is not None and switch.lower() not in SPOOL_SWITCH:
+        raise usage_error(
+            f"PEEPSHOW_SINK_SPOOL={switch!r} is an on/off switch (off, 0, false or no turns the spool off): to move "
+            "the spool, set PEEPSHOW_SINK_SPOOL_DIR to a directory instead"
+        )
+    if switch is not None and not SPOOL_SWITCH[switch.lower()]:
         return None
-    root = env_value(env, "PEEPSHOW_SINK_SPOOL_DIR") or os.path.join(os.path.expanduser("~"), ".peepshow", "spool")
-    return os.path.join(root, name)
+    root = env_value(env, "PEEPSHOW_SINK_SPOOL_DIR") or os.path.join("~", ".peepshow", "spool")
+    home = env_value(env, "HOME")
+    if home and (root == "~" or root.startswith("~" + os.sep)):
+        root = home + root[1:]
+    return os.path.join(os.path.abspath(os.path.expanduser(root)), name)
 
 
 def destination_key(material):
