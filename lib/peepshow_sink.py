@@ -366,10 +366,9 @@ def derive(payload, env, now=None, source="stdin"):
             f"{source}: the run has no outputDir (nor a manifest runId) to name it: is this peepshow output?",
         )
     tags = field(payload, "video", "tags")
-    tags = {str(k): v for k, v in tags.items()} if isinstance(tags, dict) else {}
+    tags = {str(k): tag_text(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
     tags = json.loads(clean_text(json.dumps(tags, ensure_ascii=False)))
     created = parse_iso(payload.get("createdAt"))
-    frames = payload.get("frames")
     transcript = text(field(payload, "audio", "transcript", "text"))
     if transcript:
         transcript = cut_utf8(transcript, TRANSCRIPT_LIMIT)
@@ -380,7 +379,7 @@ def derive(payload, env, now=None, source="stdin"):
         or text(tags.get("show"))
         or text(field(payload, "input", "filename"))
         or run_id,
-        "frames": len(frames) if isinstance(frames, list) else 0,
+        "frames": frame_count(payload),
         "duration": number(field(payload, "video", "durationSeconds")),
         "transcript": transcript,
         "thumbnail_url": thumbnail_url(payload, env),
@@ -390,6 +389,26 @@ def derive(payload, env, now=None, source="stdin"):
         "created_at": iso_millis(created if created is not None else (now if now is not None else time.time())),
         "payload": payload,
     }
+
+
+def tag_text(value):
+    """A tag value as text when it is a number: container tags are text, yet a run can carry one as a JSON number
+    (a year, a track number), and a numeric title is still the title. Anything else is kept as it came."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return json.dumps(value)
+    return value
+
+
+def frame_count(payload):
+    """`frames[]`'s length; when the run lists no frames (peepshow 0.8 can leave the list out), the count it
+    reports in `extraction.framesEmitted`; else 0."""
+    frames = payload.get("frames")
+    if isinstance(frames, list):
+        return len(frames)
+    emitted = number(field(payload, "extraction", "framesEmitted"))
+    if emitted is not None and emitted >= 0 and emitted == int(emitted):
+        return int(emitted)
+    return 0
 
 
 def _without_bulk(payload, transcript):
