@@ -1,9 +1,11 @@
 """The one helper every peepshow sink shares: stdin payloads, derived values, env config, HTTP, spool, CLI.
 
 A sink script defines NAME, HELP, read_config(env), destination(config), build_requests(runs, config) (pure),
-deliver(runs, config, ctx) and optionally check(config, ctx), print_schema(config), legacy_destinations(config)
-(older spool keys of the same destination) and describe(config) (which way in the configuration chose, shown by
---help); then its main() is
+deliver(runs, config, ctx) and optionally check(config, ctx), print_schema(config) with schema_config(env) (the
+names it needs, read without a host or credential), legacy_destinations(config) (older spool keys of the same
+destination), describe(config) (which way in the configuration chose, shown by --help) and
+planned_requests(runs, config, live) (for a sink whose requests depend on whether the runs are one live run, and
+on the time: what --dry-run prints instead of build_requests); then its main() is
 `return peepshow_sink.main(sys.modules[__name__])`. Exit codes (shared by every peepshow sink): 0 delivered,
 2 usage or configuration, 3 missing dependency, 4 malformed stdin, 5 remote or network failure.
 
@@ -951,8 +953,7 @@ Options:
   --retry-rejected with --flush: queue the runs the service rejected (*.rejected) again, once you fixed
                    the cause (a column type, a bad value)
   --check          verify configuration and reachability without writing anything
-  --print-schema   print the table definition for the configured target
-  --verbose        narrate retries and replays on stderr
+{print_schema}  --verbose        narrate retries and replays on stderr
   --version, --help
 
 Shared environment:
@@ -968,6 +969,8 @@ Exit codes: 0 delivered, 2 usage or configuration, 3 missing dependency, 4 malfo
   (a bad value or event): a down, misconfigured or unauthorised destination never costs a run.
 """
 
+PRINT_SCHEMA_HELP = "  --print-schema   print the table definition (no host or credential needed)\n"
+
 GROUP_RUNS = 500
 # "No (further) document": JSON null is a document, so None cannot mean that.
 _END = object()
@@ -979,8 +982,8 @@ def main(sink, argv=None, env=None, stdin=None, stdout=None, stderr=None):
     started = time.monotonic()
     argv = sys.argv[1:] if argv is None else argv
     env = os.environ if env is None else env
-    stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
+    stdout = stdout or _tolerant(sys.stdout)
+    stderr = stderr or _tolerant(sys.stderr)
     try:
         return _run(sink, argv, env, stdin, stdout, stderr, started)
     except SinkError as error:
@@ -992,6 +995,17 @@ def main(sink, argv=None, env=None, stdin=None, stdout=None, stderr=None):
     except Exception as error:  # noqa: BLE001 - the last line of defence: never a traceback, never a secret
         _say(stderr, sink.NAME, f"internal error ({type(error).__name__}: {error}); please report it")
         return EXIT_REMOTE
+
+
+def _tolerant(stream):
+    """The stream, writing what its encoding cannot hold as escapes (`\\xe9`) instead of failing: a terminal or
+    PYTHONIOENCODING set to ASCII must not turn a run's non-ASCII title into a crash or a lost error message."""
+    if stream is not None and hasattr(stream, "reconfigure"):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (ValueError, OSError):  # a closed or detached stream: writing to it fails anyway, and is caught
+            pass
+    return stream
 
 
 def _say(stream, name, message):
@@ -1042,10 +1056,18 @@ def parse_args(argv):
 def _run(sink, argv, env, stdin, stdout, stderr, started):
     options = parse_args(argv)
     if options.get("help"):
-        stdout.write(sink.HELP.strip() + "\n" + _this_environment(sink, env) + COMMON_HELP.format(name=sink.NAME))
+        schema = PRINT_SCHEMA_HELP if hasattr(sink, "print_schema") else ""
+        common = COMMON_HELP.format(name=sink.NAME, print_schema=schema)
+        stdout.write(sink.HELP.strip() + "\n" + _this_environment(sink, env) + common)
         return EXIT_OK
     if options.get("version"):
         stdout.write(f"{sink.NAME} {version()}\n")
+        return EXIT_OK
+    if options.get("print_schema"):
+        if not hasattr(sink, "print_schema"):
+            raise usage_error(f"{sink.NAME} writes no table: there is no schema to print")
+        # The table's definition is fixed: only its names come from the environment, never a host or credential.
+        stdout.write(sink.print_schema(sink.schema_config(env)).rstrip("\n") + "\n")
         return EXIT_OK
     timeout = read_timeout(env)
     config = sink.read_config(env)
@@ -1054,11 +1076,6 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
     ctx = {"name": sink.NAME, "env": env, "timeout": timeout, "deadline": None, "live": False}
     ctx["verbose"] = options.get("verbose")
     ctx["stderr"] = stderr
-    if options.get("print_schema"):
-        if not hasattr(sink, "print_schema"):
-            raise usage_error(f"{sink.NAME} writes no table: there is no schema to print")
-        stdout.write(sink.print_schema(config).rstrip("\n") + "\n")
-        return EXIT_OK
     label, material = sink.destination(config)
     older = sink.legacy_destinations(config) if hasattr(sink, "legacy_destinations") else []
     keys = tuple(dict.fromkeys(destination_key(identity) for identity in [material, *older]))
@@ -1098,14 +1115,21 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
         row = derive(single, env)
         single = first = None  # the row keeps what delivery needs; let the full document go
         if options.get("dry_run"):
-            for req in sink.build_requests([row], config):
-                stdout.write(describe_request(req))
+            _print_requests(sink, [row], config, True, stdout)
             return EXIT_OK
         ctx["deadline"] = started + timeout
         ctx["http"] = http_client(env)
         return _deliver_single(sink, config, ctx, spool, row, stderr)
     ctx["http"] = http_client(env, getattr(sink, "CONCURRENCY", 1) + 1)
     return _backfill(sink, config, ctx, spool, documents, options.get("dry_run"), stdout, stderr)
+
+
+def _print_requests(sink, rows, config, live, stdout):
+    """--dry-run: the requests delivery would send for `rows` (`live`: one run delivered as it happens, not a
+    backfill's group, however small)."""
+    plan = getattr(sink, "planned_requests", None)
+    for req in plan(rows, config, live) if plan else sink.build_requests(rows, config):
+        stdout.write(describe_request(req))
 
 
 def _this_environment(sink, env):
@@ -1129,6 +1153,7 @@ class CheckReport:
         self.failures = []
 
     def write(self, text):
+        text = redact(text)  # the report quotes services, and some echo the credential they refused
         for line in text.splitlines():
             if line.startswith("FAIL"):
                 self.failures.append(line[4:].strip())
@@ -1382,8 +1407,7 @@ def _backfill(sink, config, ctx, spool, documents, dry_run, stdout, stderr):
         if not group:
             return
         if dry_run:
-            for req in sink.build_requests(group, config):
-                stdout.write(describe_request(req))
+            _print_requests(sink, group, config, False, stdout)
             return
         if stopped:
             set_aside(group)

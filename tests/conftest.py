@@ -102,13 +102,13 @@ def spool(tmp_path):
 
 @pytest.fixture
 def run_sink(shiv_root, spool, tmp_path):
-    """run_sink(name, stdin=b"" | str | dict, env={...}, args=[...], timeout=60) -> Result.
+    """run_sink(name, stdin=b"" | str | dict, env={...}, args=[...], timeout=60, cwd=None) -> Result.
 
     The environment starts empty but for PATH, a private HOME, the session's SHIV_ROOT, a per-test spool and
     coverage's settings; a variable set to None in `env` is left out.
     """
 
-    def run(name, stdin=b"", env=None, args=(), timeout=60, direct=False):
+    def run(name, stdin=b"", env=None, args=(), timeout=60, direct=False, cwd=None):
         if isinstance(stdin, dict):
             stdin = json.dumps(stdin).encode()
         elif isinstance(stdin, str):
@@ -134,7 +134,7 @@ def run_sink(shiv_root, spool, tmp_path):
         command = [str(zipapp)] if direct else [SINK_PYTHON, str(zipapp)]
         started = time.monotonic()
         completed = subprocess.run(
-            [*command, *args], input=stdin, capture_output=True, env=full_env, timeout=timeout, check=False
+            [*command, *args], input=stdin, capture_output=True, env=full_env, timeout=timeout, check=False, cwd=cwd
         )
         return Result(completed, time.monotonic() - started)
 
