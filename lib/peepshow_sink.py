@@ -1050,6 +1050,8 @@ def parse_args(argv):
             options["paths"].append(arg)
     if options.get("retry_rejected") and not options.get("flush"):
         raise usage_error("--retry-rejected goes with --flush: `<sink> --flush --retry-rejected`")
+    if options.get("dry_run") and options.get("flush"):  # --flush would send: a dry run must never
+        raise usage_error("--dry-run does not go with --flush, which sends the spooled runs: drop one of the two")
     return options
 
 

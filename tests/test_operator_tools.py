@@ -165,6 +165,17 @@ def test_help_lists_print_schema_only_where_it_works(run_sink, name, schema):
         assert option in result.stdout
 
 
+def test_a_dry_run_never_sends_so_it_does_not_go_with_flush(run_sink, stargate, spool):
+    env = {"CASSANDRA_URL": stargate.url, "CASSANDRA_KEYSPACE": "peepshow", "CASSANDRA_TOKEN": "AstraCS:test-token"}
+    stargate.fault("status", status=503, times=None)
+    assert run_sink("cassandra", fixture_bytes("run-full.json"), dict(env, PEEPSHOW_SINK_TIMEOUT="1")).code == 5
+    stargate.reset()
+    result = run_sink("cassandra", b"", env, args=["--flush", "--dry-run"])
+    assert_clean_failure(result, 2, "AstraCS:test-token")
+    assert "--dry-run does not go with --flush" in result.stderr
+    assert stargate.requests == [] and len(list((spool / "cassandra").glob("*.json"))) == 1
+
+
 # -- the terminal's encoding -----------------------------------------------------------------------------------
 
 
