@@ -947,21 +947,23 @@ Input:
                    backfill every run in peepshow's index (default ~/.peepshow/runs/index.ndjson)
 
 Options:
-  --dry-run        print the exact request(s) for the input, credentials redacted; send nothing
+  --dry-run        print the exact request(s) delivery would send for the input, credentials redacted;
+                   send nothing
   --flush          replay the runs kept in the spool (reads no stdin); exit 0 only when none is left and
                    none was rejected; it stops at the first failure of the destination itself
   --retry-rejected with --flush: queue the runs the service rejected (*.rejected) again, once you fixed
                    the cause (a column type, a bad value)
-  --check          verify configuration and reachability without writing anything
+  --check          verify the configuration, and ask the service a question that writes nothing: its
+                   answer is judged as delivery would judge it
 {print_schema}  --verbose        narrate retries and replays on stderr
   --version, --help
 
 Shared environment:
   PEEPSHOW_SINK_TIMEOUT    seconds one run may take, retries and polling included (default 30);
                            for a backfill, the bound of each request
-  PEEPSHOW_SINK_SPOOL_DIR  where undelivered runs are kept (default ~/.peepshow/spool); one file per run,
-                           0600, in directories the sink creates 0700
-  PEEPSHOW_SINK_SPOOL=off  do not keep undelivered runs
+  PEEPSHOW_SINK_SPOOL_DIR  the directory where undelivered runs are kept (default ~/.peepshow/spool; ~ and
+                           relative paths allowed); one file per run, 0600, in directories the sink creates 0700
+  PEEPSHOW_SINK_SPOOL      a switch: off (or 0, false, no) keeps no undelivered run; default on
   HTTPS_PROXY, HTTP_PROXY, NO_PROXY, SSL_CERT_FILE   honoured
 
 Exit codes: 0 delivered, 2 usage or configuration, 3 missing dependency, 4 malformed stdin,
