@@ -1,9 +1,11 @@
 """The one helper every peepshow sink shares: stdin payloads, derived values, env config, HTTP, spool, CLI.
 
 A sink script defines NAME, HELP, read_config(env), destination(config), build_requests(runs, config) (pure),
-deliver(runs, config, ctx) and optionally check(config, ctx), print_schema(config), legacy_destinations(config)
-(older spool keys of the same destination) and describe(config) (which way in the configuration chose, shown by
---help); then its main() is
+deliver(runs, config, ctx) and optionally check(config, ctx), print_schema(config) with schema_config(env) (the
+names it needs, read without a host or credential), legacy_destinations(config) (older spool keys of the same
+destination), describe(config) (which way in the configuration chose, shown by --help) and
+planned_requests(runs, config, live) (for a sink whose requests depend on whether the runs are one live run, and
+on the time: what --dry-run prints instead of build_requests); then its main() is
 `return peepshow_sink.main(sys.modules[__name__])`. Exit codes (shared by every peepshow sink): 0 delivered,
 2 usage or configuration, 3 missing dependency, 4 malformed stdin, 5 remote or network failure.
 
@@ -414,10 +416,9 @@ def derive(payload, env, now=None, source="stdin", identity=None):
             f"{source}: the run has no outputDir (nor a manifest runId) to name it: is this peepshow output?",
         )
     tags = field(payload, "video", "tags")
-    tags = {str(k): v for k, v in tags.items()} if isinstance(tags, dict) else {}
+    tags = {str(k): tag_text(v) for k, v in tags.items()} if isinstance(tags, dict) else {}
     tags = json.loads(clean_text(json.dumps(tags, ensure_ascii=False)))
     created = created_at_of(payload.get("createdAt"), source)
-    frames = payload.get("frames")
     transcript = text(field(payload, "audio", "transcript", "text"))
     if transcript:
         transcript = cut_utf8(transcript, TRANSCRIPT_LIMIT)
@@ -429,7 +430,7 @@ def derive(payload, env, now=None, source="stdin", identity=None):
     return {
         "run_id": run_id,
         "title": cut_utf8(title, COLUMN_LIMIT),
-        "frames": len(frames) if isinstance(frames, list) else 0,
+        "frames": frame_count(payload),
         "duration": number(field(payload, "video", "durationSeconds")),
         "transcript": transcript,
         "thumbnail_url": thumbnail if thumbnail is None or len(thumbnail) <= COLUMN_LIMIT else None,
@@ -516,6 +517,26 @@ def cut_text(value, limit, measure=None):
     if measure is None or measure is utf8_length:
         return cut_utf8(value, limit)
     return value[:limit]
+
+
+def tag_text(value):
+    """A tag value as text when it is a number: container tags are text, yet a run can carry one as a JSON number
+    (a year, a track number), and a numeric title is still the title. Anything else is kept as it came."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return json.dumps(value)
+    return value
+
+
+def frame_count(payload):
+    """`frames[]`'s length; when the run lists no frames (peepshow 0.8 can leave the list out), the count it
+    reports in `extraction.framesEmitted`; else 0."""
+    frames = payload.get("frames")
+    if isinstance(frames, list):
+        return len(frames)
+    emitted = number(field(payload, "extraction", "framesEmitted"))
+    if emitted is not None and emitted >= 0 and emitted == int(emitted):
+        return int(emitted)
+    return 0
 
 
 def _without_bulk(payload, transcript):
@@ -847,12 +868,29 @@ def log(ctx, message):
 # legacy_destinations still gives: those replay too.
 
 
+SPOOL_SWITCH = {"off": False, "0": False, "false": False, "no": False, "on": True, "1": True, "true": True, "yes": True}
+
+
 def spool_dir(env, name):
-    """`<PEEPSHOW_SINK_SPOOL_DIR or ~/.peepshow/spool>/<sink>`, or None when PEEPSHOW_SINK_SPOOL=off."""
-    if (env_value(env, "PEEPSHOW_SINK_SPOOL") or "").lower() in ("off", "0", "false", "no"):
+    """`<PEEPSHOW_SINK_SPOOL_DIR or ~/.peepshow/spool>/<sink>` as an absolute path, or None when
+    PEEPSHOW_SINK_SPOOL=off.
+
+    The directory is resolved once, here: a relative or `~` value typed into a shell profile must mean the same
+    place whatever directory peepshow runs the sink from.
+    """
+    switch = env_value(env, "PEEPSHOW_SINK_SPOOL")
+    if switch is not None and switch.lower() not in SPOOL_SWITCH:
+        raise usage_error(
+            f"PEEPSHOW_SINK_SPOOL={switch!r} is an on/off switch (off, 0, false or no turns the spool off): to move "
+            "the spool, set PEEPSHOW_SINK_SPOOL_DIR to a directory instead"
+        )
+    if switch is not None and not SPOOL_SWITCH[switch.lower()]:
         return None
-    root = env_value(env, "PEEPSHOW_SINK_SPOOL_DIR") or os.path.join(os.path.expanduser("~"), ".peepshow", "spool")
-    return os.path.join(root, name)
+    root = env_value(env, "PEEPSHOW_SINK_SPOOL_DIR") or os.path.join("~", ".peepshow", "spool")
+    home = env_value(env, "HOME")
+    if home and (root == "~" or root.startswith("~" + os.sep)):
+        root = home + root[1:]
+    return os.path.join(os.path.abspath(os.path.expanduser(root)), name)
 
 
 def destination_key(material):
@@ -1294,30 +1332,33 @@ Input:
                    already delivered and runs whose files are gone are counted and skipped
 
 Options:
-  --dry-run        print the exact request(s) for the input, credentials redacted; send nothing
+  --dry-run        print the exact request(s) delivery would send for the input, credentials redacted;
+                   send nothing
   --flush          replay the runs kept in the spool (reads no stdin); exit 0 only when none is left and
                    none was rejected
   --retry-rejected with --flush: queue the runs the service rejected (*.rejected) again, once you fixed
                    the cause (a column type, a bad value)
   --resend         with a backfill: send runs the record says were delivered too (after the table was
                    dropped); dedup ids, MERGE and primary keys still keep one copy of each
-  --check          verify configuration and reachability without writing anything
-  --print-schema   print the table definition for the configured target
-  --verbose        narrate retries and replays on stderr
+  --check          verify the configuration, and ask the service a question that writes nothing: its
+                   answer is judged as delivery would judge it
+{print_schema}  --verbose        narrate retries and replays on stderr
   --version, --help
 
 Shared environment:
   PEEPSHOW_SINK_TIMEOUT    seconds one run may take, retries and polling included (default 30);
                            for a backfill, the bound of each request
-  PEEPSHOW_SINK_SPOOL_DIR  where undelivered runs are kept (default ~/.peepshow/spool); one file per run,
-                           0600, in directories the sink creates 0700
-  PEEPSHOW_SINK_SPOOL=off  do not keep undelivered runs
+  PEEPSHOW_SINK_SPOOL_DIR  the directory where undelivered runs are kept (default ~/.peepshow/spool; ~ and
+                           relative paths allowed); one file per run, 0600, in directories the sink creates 0700
+  PEEPSHOW_SINK_SPOOL      a switch: off (or 0, false, no) keeps no undelivered run; default on
   HTTPS_PROXY, HTTP_PROXY, NO_PROXY, SSL_CERT_FILE   honoured
 
 Exit codes: 0 delivered, 2 usage or configuration, 3 missing dependency, 4 malformed stdin,
   5 remote or network failure, 130 / 143 interrupted (SIGINT / SIGTERM; the run is kept). A run that was not
   delivered is kept in the spool; one the service refused while it took others is set aside as *.rejected.
 """
+
+PRINT_SCHEMA_HELP = "  --print-schema   print the table definition (no host or credential needed)\n"
 
 GROUP_RUNS = 500
 GROUP_BYTES = 16 * 1024 * 1024
@@ -1339,8 +1380,8 @@ def main(sink, argv=None, env=None, stdin=None, stdout=None, stderr=None):
     started = time.monotonic()
     argv = sys.argv[1:] if argv is None else argv
     env = os.environ if env is None else env
-    stdout = stdout or sys.stdout
-    stderr = stderr or sys.stderr
+    stdout = stdout or _tolerant(sys.stdout)
+    stderr = stderr or _tolerant(sys.stderr)
     try:
         return _run(sink, argv, env, stdin, stdout, stderr, started)
     except SinkError as error:
@@ -1355,6 +1396,17 @@ def main(sink, argv=None, env=None, stdin=None, stdout=None, stderr=None):
     except Exception as error:  # noqa: BLE001 - the last line of defence: never a traceback, never a secret
         _say(stderr, sink.NAME, f"internal error ({type(error).__name__}: {error}); please report it")
         return EXIT_REMOTE
+
+
+def _tolerant(stream):
+    """The stream, writing what its encoding cannot hold as escapes (`\\xe9`) instead of failing: a terminal or
+    PYTHONIOENCODING set to ASCII must not turn a run's non-ASCII title into a crash or a lost error message."""
+    if stream is not None and hasattr(stream, "reconfigure"):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (ValueError, OSError):  # a closed or detached stream: writing to it fails anyway, and is caught
+            pass
+    return stream
 
 
 def _say(stream, name, message):
@@ -1400,16 +1452,26 @@ def parse_args(argv):
             options["paths"].append(arg)
     if options.get("retry_rejected") and not options.get("flush"):
         raise usage_error("--retry-rejected goes with --flush: `<sink> --flush --retry-rejected`")
+    if options.get("dry_run") and options.get("flush"):  # --flush would send: a dry run must never
+        raise usage_error("--dry-run does not go with --flush, which sends the spooled runs: drop one of the two")
     return options
 
 
 def _run(sink, argv, env, stdin, stdout, stderr, started):
     options = parse_args(argv)
     if options.get("help"):
-        stdout.write(sink.HELP.strip() + "\n" + _this_environment(sink, env) + COMMON_HELP.format(name=sink.NAME))
+        schema = PRINT_SCHEMA_HELP if hasattr(sink, "print_schema") else ""
+        common = COMMON_HELP.format(name=sink.NAME, print_schema=schema)
+        stdout.write(sink.HELP.strip() + "\n" + _this_environment(sink, env) + common)
         return EXIT_OK
     if options.get("version"):
         stdout.write(f"{sink.NAME} {version()}\n")
+        return EXIT_OK
+    if options.get("print_schema"):
+        if not hasattr(sink, "print_schema"):
+            raise usage_error(f"{sink.NAME} writes no table: there is no schema to print")
+        # The table's definition is fixed: only its names come from the environment, never a host or credential.
+        stdout.write(sink.print_schema(sink.schema_config(env)).rstrip("\n") + "\n")
         return EXIT_OK
     timeout = read_timeout(env)
     config = sink.read_config(env)
@@ -1419,11 +1481,6 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
     ctx = {"name": sink.NAME, "env": env, "timeout": timeout, "deadline": None, "live": False, "accepted": False}
     ctx["verbose"] = options.get("verbose")
     ctx["on_interrupt"] = []
-    if options.get("print_schema"):
-        if not hasattr(sink, "print_schema"):
-            raise usage_error(f"{sink.NAME} writes no table: there is no schema to print")
-        stdout.write(sink.print_schema(config).rstrip("\n") + "\n")
-        return EXIT_OK
     spool = _spool(sink, config, env)
     if options.get("check"):
         ctx["http"] = http_client(env)
@@ -1514,14 +1571,21 @@ def _dispatch(sink, config, ctx, spool, options, stdin, stdout, stderr, started)
         row = derive(single, env)
         single = first = None  # the row keeps what delivery needs; let the full document go
         if options.get("dry_run"):
-            for req in sink.build_requests([row], config):
-                stdout.write(describe_request(req))
+            _print_requests(sink, [row], config, True, stdout)
             return EXIT_OK
         ctx["deadline"] = started + ctx["timeout"]
         ctx["http"] = http_client(env)
         return _deliver_live(sink, config, ctx, spool, row, stderr)
     ctx["http"] = http_client(env, getattr(sink, "CONCURRENCY", 1) + 1)
     return _backfill(sink, config, ctx, spool, sources, record, options.get("dry_run"), stdout, stderr)
+
+
+def _print_requests(sink, rows, config, live, stdout):
+    """--dry-run: the requests delivery would send for `rows` (`live`: one run delivered as it happens, not a
+    backfill's group, however small)."""
+    plan = getattr(sink, "planned_requests", None)
+    for req in plan(rows, config, live) if plan else sink.build_requests(rows, config):
+        stdout.write(describe_request(req))
 
 
 def _this_environment(sink, env):
@@ -1545,6 +1609,7 @@ class CheckReport:
         self.failures = []
 
     def write(self, text):
+        text = redact(text)  # the report quotes services, and some echo the credential they refused
         for line in text.splitlines():
             if line.startswith("FAIL"):
                 self.failures.append(line[4:].strip())
@@ -2119,8 +2184,7 @@ class Backfill:
         if not group:
             return
         if self.dry_run:
-            for req in self.sink.build_requests(group, self.config):
-                self.stdout.write(describe_request(req))
+            _print_requests(self.sink, group, self.config, False, self.stdout)
             return
         if self.stopped:
             self.keep(group, self.stopped)

@@ -135,9 +135,10 @@ def sink_process(shiv_root, spool, tmp_path):
 
 @pytest.fixture
 def run_sink(sink_process):
-    """run_sink(name, stdin=b"" | str | dict, env={...}, args=[...], timeout=60) -> Result (see sink_process)."""
+    """run_sink(name, stdin=b"" | str | dict, env={...}, args=[...], timeout=60, cwd=None) -> Result (see
+    sink_process)."""
 
-    def run(name, stdin=b"", env=None, args=(), timeout=60, direct=False):
+    def run(name, stdin=b"", env=None, args=(), timeout=60, direct=False, cwd=None):
         if isinstance(stdin, dict):
             stdin = json.dumps(stdin).encode()
         elif isinstance(stdin, str):
@@ -145,7 +146,7 @@ def run_sink(sink_process):
         command, full_env = sink_process(name, env, args, direct)
         started = time.monotonic()
         completed = subprocess.run(
-            command, input=stdin, capture_output=True, env=full_env, timeout=timeout, check=False
+            command, input=stdin, capture_output=True, env=full_env, timeout=timeout, check=False, cwd=cwd
         )
         return Result(completed, time.monotonic() - started)
 

@@ -129,6 +129,25 @@ def test_the_seeds_api_rest_url_on_astra_uses_the_data_api(run_sink, astra):
     assert len(stored(emulator)) == 1
 
 
+@pytest.mark.parametrize(
+    ("path", "env"),
+    [
+        ("/api/rest/v2", {}),
+        ("/api/rest/v2/keyspaces/peepshow", {"CASSANDRA_KEYSPACE": None}),
+        ("/api/json/v1/peepshow", {"CASSANDRA_KEYSPACE": None}),
+        ("/api/json/v1/peepshow/peepshow_runs/", {}),
+    ],
+)
+def test_astra_urls_as_the_docs_print_them(run_sink, astra, path, env):
+    """Astra's URLs in every form its docs printed (the Data API's, and the old REST ones) reach its Data API."""
+    emulator, astra_env, _ = astra
+    emulator.add_table("peepshow", "peepshow_runs", COLUMNS)
+    result = run_sink("cassandra", fixture_bytes("run-full.json"), dict(astra_env, CASSANDRA_URL=ASTRA + path, **env))
+    assert (result.code, result.stderr) == (0, ""), result
+    assert [request.path for request in emulator.requests] == ["/api/json/v1/peepshow/peepshow_runs"]
+    assert len(stored(emulator)) == 1
+
+
 # -- self-hosted ----------------------------------------------------------------------------------------------------
 
 
@@ -494,7 +513,7 @@ def test_help_says_which_api(run_sink, env):
         ("http://localhost:8082", "rest", None),
         ("http://localhost:8082/api/rest", "rest", None),
         ("https://stargate.example/v2", "rest", None),
-        (ASTRA + "/api/rest/v2", "rest", None),
+        (ASTRA + "/api/rest/v2", "data", ASTRA + "/api/json/v1"),
         ("https://apps.astra.datastax.com.example", "rest", None),
     ],
 )

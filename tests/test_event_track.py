@@ -311,7 +311,11 @@ def test_dry_run_prints_and_sends_nothing(run_sink, analytics):
     emulator, env = analytics("segment")
     result = run_sink("event-track", fixture_bytes("run-full.json"), env, args=["--dry-run"])
     assert result.code == 0, result
-    assert result.stdout.startswith(f"POST {emulator.url}/v1/track\n")
+    which, request = result.stdout.split("\n", 1)
+    assert which == f"# event-track: segment: single runs to {emulator.url}/v1/track, backfills and --flush to " + (
+        f"{emulator.url}/v1/batch (EVENT_TRACK_ENDPOINT)"
+    )
+    assert request.startswith(f"POST {emulator.url}/v1/track\n")
     assert "Authorization: Basic ***" in result.stdout
     assert TOKENS["segment"] not in result.stdout and "c2VnLXdyaXRlLWtleTo" not in result.stdout
     assert emulator.requests == []
@@ -374,7 +378,8 @@ def test_region_picks_the_regional_host(run_sink, provider, region, url):
     }
     result = run_sink("event-track", fixture_bytes("run-full.json"), env, args=["--dry-run"])
     assert result.code == 0, result
-    assert result.stdout.startswith(f"POST {url}\n")
+    assert result.stdout.split("\n", 1)[1].startswith(f"POST {url}\n")
+    assert f"(region {(region or 'us').lower()})" in result.stdout.split("\n", 1)[0]
 
 
 @pytest.mark.parametrize("provider", ["amplitude", "segment"])
@@ -400,8 +405,9 @@ def test_check_verifies_configuration_and_reachability_without_writing(run_sink,
     emulator, env = analytics("amplitude")
     result = run_sink("event-track", b"", env, args=["--check"])
     assert result.code == 0, result
-    assert "reachability" in result.stdout and "no read-only way to validate" in result.stdout
-    assert emulator.events == [] and all(request.method == "HEAD" for request in emulator.requests)
+    assert "ok    single-event API:" in result.stdout and "ok    batch API:" in result.stdout
+    assert "ok    token: Amplitude accepted the API key" in result.stdout
+    assert emulator.events == [] and [request.path for request in emulator.requests] == ["/2/httpapi", "/batch"]
     assert TOKENS["amplitude"] not in result.stdout
     env["EVENT_TRACK_ENDPOINT"] = f"http://127.0.0.1:{unused_port}/2/httpapi"
     result = run_sink("event-track", b"", dict(env, PEEPSHOW_SINK_TIMEOUT="2"), args=["--check"])

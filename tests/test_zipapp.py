@@ -140,7 +140,9 @@ def test_runs_alone_on_every_supported_python(alone, home, tmp_path, segment, ve
 
     result = run([python, alone, "--dry-run"], home, RUN, cwd=cwd, extra=CONFIG)
     assert_clean_success(result)
-    assert result.stdout.startswith("POST http://127.0.0.1:9/v1/track\n"), result
+    which, request = result.stdout.split("\n", 1)
+    assert which.startswith("# event-track: segment: single runs to http://127.0.0.1:9/v1/track"), result
+    assert request.startswith("POST http://127.0.0.1:9/v1/track\n"), result
     assert TOKENS["segment"] not in result.stdout
 
     # --dry-run never imports urllib3: deliver once too, so the bundled urllib3 is imported on this Python.

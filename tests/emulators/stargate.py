@@ -674,8 +674,13 @@ class Stargate(Emulator):
 
     name = "stargate"
 
-    def __init__(self, tokens=DEFAULT_TOKENS, keyspaces=None, version=2, require_token=True, accept_micros=False):
+    def __init__(
+        self, tokens=DEFAULT_TOKENS, keyspaces=None, version=2, require_token=True, accept_micros=False, mount=""
+    ):
+        """`mount`: a path the REST API sits under, as behind a gateway (Astra served it at /api/rest); requests
+        outside it get the 404 of an unknown path."""
         super().__init__()
+        self.mount = mount.rstrip("/")
         if version not in (1, 2):
             raise ValueError(f"version must be 1 or 2, not {version!r}")
         if keyspaces is None:
@@ -746,7 +751,12 @@ class Stargate(Emulator):
     def _route(self, request):
         if self.version == 2 and len(request.body) > HTTP_MAX_BODY:
             return Reply(413)
-        parts = [urllib.parse.unquote(part) for part in request.path.split("/")[1:]]
+        path = request.path
+        if self.mount:
+            if path != self.mount and not path.startswith(self.mount + "/"):
+                return _api_error(404, "HTTP 404 Not Found")
+            path = path[len(self.mount) :]
+        parts = [urllib.parse.unquote(part) for part in path.split("/")[1:]]
         if self.version == 2 and parts[:1] == ["v2"]:
             self._require_header(request)
         if parts[:2] == ["v2", "keyspaces"] and len(parts) >= 4 and all(parts[2:]):
