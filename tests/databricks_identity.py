@@ -145,6 +145,7 @@ class AzureWorkspace:
 @contextlib.contextmanager
 def azure_workspace(folder):
     """An Azure Databricks workspace and its Entra ID tenant, each a TLS emulator reached by its real name."""
+    folder.mkdir(parents=True, exist_ok=True)
     certificate = self_signed_certificate(folder, AZURE_HOST, [f"DNS:{AZURE_HOST}", f"DNS:{LOGIN_HOST}"])
     workspace = Databricks().start(tls=certificate)
     entra = EntraId().start(tls=certificate)

@@ -399,7 +399,10 @@ def test_m2m_delivers_with_one_token_request_made_as_the_sdk_makes_it(run_sink, 
     (token_post,) = [request for request in workspace.requests if request.path == "/oidc/v1/token"]
     assert token_post.method == "POST" and token_post.content_type == "application/x-www-form-urlencoded"
     assert token_post.form() == {"grant_type": ["client_credentials"], "scope": ["all-apis"]}
-    assert token_post.header("authorization") == "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    assert (
+        token_post.header("authorization")
+        == "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    )
     (issued,) = workspace.oauth_tokens
     assert set(authorizations(workspace)) == {f"Bearer {issued}"}
     agent = token_post.header("user-agent")
