@@ -92,7 +92,7 @@ def test_an_azure_host_with_az_on_path_and_nothing_else_is_azure_cli(az):
         ),
         (
             {"DATABRICKS_HOST": "https://1234.5.gcp.databricks.com", "DATABRICKS_AUTH_TYPE": "azure-cli"},
-            ("not an Azure workspace", "GCP workspace takes a personal access token or OAuth M2M"),
+            ("not an Azure workspace", "GCP workspace takes a personal access token or OAuth M2M (or federation)"),
         ),
         (
             {"DATABRICKS_HOST": f"https://{AZURE_HOST}", "DATABRICKS_AUTH_TYPE": "azure-cli"},

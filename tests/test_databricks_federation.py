@@ -485,11 +485,13 @@ def test_an_unusable_cache_is_passed_over(run_sink, workspace, gitlab, tmp_path)
     cached.chmod(0o644)  # readable by others: not trusted, a new token is had
     assert run_sink("databricks", dict(fixture("run-minimal.json"), outputDir="/tmp/x"), env).code == 0
     assert len(workspace.token_requests) == 3
-    (tmp_path / "home" / ".peepshow").chmod(0o500)  # cannot be written: the run is delivered all the same
-    try:
-        assert run_sink("databricks", dict(fixture("run-minimal.json"), outputDir="/tmp/y"), env).code == 0
-    finally:
-        (tmp_path / "home" / ".peepshow").chmod(0o700)
+    # A cache that cannot be written (a file where its folder should be: even root cannot write there): the run is
+    # delivered all the same, with a token of its own.
+    cached.unlink()
+    cached.parent.rmdir()
+    cached.parent.write_text("not a folder")
+    assert run_sink("databricks", dict(fixture("run-minimal.json"), outputDir="/tmp/y"), env).code == 0
+    assert len(workspace.token_requests) == 4 and cached.parent.read_text() == "not a folder"
 
 
 # -- what goes wrong, on one line -----------------------------------------------------------------------------------
@@ -547,7 +549,7 @@ def test_dry_run_and_help_name_the_method_and_its_sources(run_sink, workspace, g
     assert github.request_token not in dry.stdout and workspace.requests == [] and github.requests == []
     helped = run_sink("databricks", b"", env, args=["--help"])
     assert "This environment: github-oidc (workload identity federation" in helped.stdout
-    assert "GCP workspaces: a personal access token or OAuth M2M" in helped.stdout
+    assert "GCP workspaces: a personal access token or OAuth M2M (or federation)" in helped.stdout
 
 
 def test_every_workspace_request_names_the_workspace_and_every_statement_the_sink(run_sink, workspace, gitlab):
