@@ -11,7 +11,8 @@ Prints, with every ratio taken against a baseline measured in the same run:
       limits over every 1-second window: each run stored exactly once, and Amplitude's time against the floor the
       limit sets (10,000 runs at 1,000 events/s: 10 s; goal <= 1.5x)
   (e) the databricks zipapp each way in (personal access token, OAuth M2M, workload identity federation from an
-      environment variable, a file and GitHub Actions, an Entra ID service principal, the Azure CLI): HTTP requests
+      environment variable, a file and GitHub Actions, the Databricks CLI's login, an Entra ID service principal, the
+      Azure CLI): HTTP requests
       per steady-state run, every emulator counted (goal: 1, as for a personal access token), and the median time
 Options: --runs N (single-run repetitions, default 60), --backfill N (default 10000), --stream N (default 100000),
 --sample N (runs timed one process each, default 40), --auth-runs N (steady-state runs per way in, default 20),
@@ -323,6 +324,12 @@ def ways_in(options, work, base_env, command):
     (work / "oidc-token").write_text(oidc)
     (work / "az-bin").mkdir(exist_ok=True)
     az = FakeAz(work / "az-bin")
+    # `databricks auth token` as the Databricks CLI prints it, for a login that lasts an hour.
+    login = json.dumps(
+        {"access_token": databricks.issue_token(), "token_type": "Bearer", "expiry": "2999-01-01T00:00:00Z"}
+    )
+    (work / "az-bin" / "databricks").write_text(f"#!/bin/sh\necho '{login}'\n")
+    (work / "az-bin" / "databricks").chmod(0o755)
     target = {"DATABRICKS_HOST": databricks.url, "DATABRICKS_WAREHOUSE_ID": "wh-1"}
     job = {"ACTIONS_ID_TOKEN_REQUEST_URL": github.request_url, "ACTIONS_ID_TOKEN_REQUEST_TOKEN": github.request_token}
     app_id, app_secret = next(iter(DEFAULT_APPLICATIONS.items()))
@@ -346,6 +353,10 @@ def ways_in(options, work, base_env, command):
                 [databricks],
             ),  # fmt: skip
             "github-oidc": ({**target, "DATABRICKS_CLIENT_ID": client_id, **job}, [databricks, github]),
+            "databricks-cli": (
+                {**target, "PATH": f"{work / 'az-bin'}{os.pathsep}{base_env['PATH']}"},
+                [databricks],
+            ),
             "azure-client-secret": ({**azure.env, **arm}, [azure.workspace, azure.entra]),
             "azure-cli": (
                 {**azure.env, "PATH": f"{work / 'az-bin'}{os.pathsep}{base_env['PATH']}"},
