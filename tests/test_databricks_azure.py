@@ -195,6 +195,14 @@ def test_a_wrong_secret_is_entra_ids_reason_naming_the_variable(run_sink, azure,
     assert list((spool / "databricks").glob("*.json"))
 
 
+def test_an_application_the_tenant_does_not_know(run_sink, azure):
+    env = {**azure.env, **SECRET_ENV, "ARM_CLIENT_ID": "11111111-2222-3333-4444-555555555555"}
+    result = run_sink("databricks", fixture("run-full.json"), env)
+    assert_clean_failure(result, 5, APP_SECRET)
+    assert "(HTTP 400 unauthorized_client: AADSTS700016: Application with identifier" in result.stderr
+    assert f"check ARM_CLIENT_ID and the tenant {DEFAULT_TENANT}" in result.stderr
+
+
 def test_a_principal_the_workspace_does_not_know(run_sink, azure):
     azure.workspace.fault(
         "status", times=None, status=403, body={"error_code": 403, "message": "Invalid access token."}

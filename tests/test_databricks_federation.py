@@ -562,3 +562,14 @@ def test_every_workspace_request_names_the_workspace_and_every_statement_the_sin
     assert [statement["query_tags"] for statement in workspace.statements] == [
         {"peepshow_sink": "databricks", "peepshow_sink_version": version}
     ] * len(workspace.statements)
+
+
+def test_without_host_metadata_github_oidc_asks_for_the_token_endpoint(run_sink, workspace, github):
+    # An older workspace has no /.well-known/databricks-config: the SDK's last resort is the token endpoint's URL.
+    workspace.fault(
+        "status", status=404, body={"error_code": "ENDPOINT_NOT_FOUND"}, path="/.well-known/databricks-config"
+    )
+    workspace.add_federation_policy(CLIENT_ID, github.issuer, SUBJECT, audiences=[workspace.url + "/oidc/v1/token"])
+    result = run_sink("databricks", fixture("run-full.json"), github_env(workspace, github))
+    assert result.code == 0, result
+    assert github.token_requests[0]["audience"] == workspace.url + "/oidc/v1/token"
