@@ -111,6 +111,10 @@ def test_one_run_is_the_exact_merge_and_the_create_is_apart():
         "statement": CREATE,
         "wait_timeout": "50s",
         "on_wait_timeout": "CONTINUE",
+        "query_tags": [
+            {"key": "peepshow_sink", "value": "databricks"},
+            {"key": "peepshow_sink_version", "value": db.sink.version()},
+        ],
     }
     assert create["url"] == merge["url"] == "https://abc-123.cloud.databricks.com/api/2.0/sql/statements"
     assert merge["headers"]["Authorization"] == "Bearer <pat token, added when sent>"  # never the credential

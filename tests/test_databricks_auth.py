@@ -5,6 +5,7 @@ zipapp against the emulator for every way in: personal access token, OAuth M2M, 
 `databricks` CLI, a profile.
 """
 
+import base64
 import datetime
 import json
 import os
@@ -100,9 +101,12 @@ def test_the_method_is_picked_as_the_sdk_picks_it(env, method):
             ("more than one authorization method configured: oauth and pat", "DATABRICKS_AUTH_TYPE"),
         ),
         ({"DATABRICKS_TOKEN": TOKEN, "DATABRICKS_CLIENT_ID": CLIENT_ID}, ("oauth and pat", "DATABRICKS_TOKEN")),
-        ({"DATABRICKS_CLIENT_ID": CLIENT_ID}, ("DATABRICKS_CLIENT_SECRET is not set",)),
+        (
+            {"DATABRICKS_CLIENT_ID": CLIENT_ID},
+            ("nothing to sign in with", "DATABRICKS_CLIENT_SECRET", "DATABRICKS_OIDC_TOKEN", "id-token: write"),
+        ),
         ({"DATABRICKS_CLIENT_SECRET": CLIENT_SECRET}, ("DATABRICKS_CLIENT_ID is not set",)),
-        ({"DATABRICKS_AUTH_TYPE": "azure-cli", "DATABRICKS_TOKEN": TOKEN}, ("azure-cli", "pat, oauth-m2m")),
+        ({"DATABRICKS_AUTH_TYPE": "google-id", "DATABRICKS_TOKEN": TOKEN}, ("google-id", "pat, oauth-m2m, env-oidc")),
         ({"DATABRICKS_AUTH_TYPE": "pat", **M2M}, ("DATABRICKS_TOKEN is not set",)),
         ({"DATABRICKS_AUTH_TYPE": "databricks-cli"}, ("Databricks CLI is not installed", "DATABRICKS_TOKEN")),
         ({}, ("no credential", "DATABRICKS_TOKEN", "DATABRICKS_CLIENT_ID", "databricks auth login")),
@@ -395,7 +399,10 @@ def test_m2m_delivers_with_one_token_request_made_as_the_sdk_makes_it(run_sink, 
     (token_post,) = [request for request in workspace.requests if request.path == "/oidc/v1/token"]
     assert token_post.method == "POST" and token_post.content_type == "application/x-www-form-urlencoded"
     assert token_post.form() == {"grant_type": ["client_credentials"], "scope": ["all-apis"]}
-    assert token_post.header("authorization") == "Basic " + db.m2m_auth(CLIENT_ID, CLIENT_SECRET)["basic"]
+    assert (
+        token_post.header("authorization")
+        == "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+    )
     (issued,) = workspace.oauth_tokens
     assert set(authorizations(workspace)) == {f"Bearer {issued}"}
     agent = token_post.header("user-agent")

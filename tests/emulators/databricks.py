@@ -11,15 +11,23 @@ workspace's OAuth token endpoint.
     emulator.statements        # every accepted POST: {"statement_id", "statement", "parameters", "warehouse_id", ...}
     emulator.cancels           # statement ids, one per accepted cancel request
     emulator.token_requests    # every token issued at the token endpoint: {"client_id", "grant_type", "scope", "auth"}
+                               # (and, for a token exchange, "issuer" and "subject" of the subject token)
     emulator.refused_tokens    # every bearer token an API call was refused with (401/403)
     switches: cold_start(polls=N | seconds=S), pending_forever(), fail_next_statement(code, message),
               set_warehouse_state(id, state), expire_token(token), close_results(), strict_string_casts,
               drop_table(name), set_token_lifetime(seconds), expire_oauth_tokens(status), issue_token() (a U2M
               login's token), move_token_endpoint(path)
+    identity: trust_issuer(issuer), add_federation_policy(client_id, issuer, subject, audiences=None),
+              add_account_federation_policy(issuer, audiences=None), users, account_id, workspace_id,
+              azure(entra, tenant) (an Azure Databricks workspace that accepts that Entra ID's tokens)
 
 OAuth (no bearer token; errors are RFC 6749 {"error", "error_description"}):
   GET  /oidc/.well-known/oauth-authorization-server   the authorization server metadata, token_endpoint included
-  POST /oidc/v1/token                        client credentials grant: a token for a service principal
+  POST /oidc/v1/token                        client credentials grant: a token for a service principal;
+                                             token exchange (RFC 8693): a federated OIDC token for a Databricks one
+  GET  /.well-known/databricks-config        the host's metadata: account and workspace ids, OIDC endpoint,
+                                             the default audience of federation policies
+  GET  /aad/auth                             Azure only: 302 to the tenant's Entra ID sign-in page
 
 Endpoints (anything else is 404 ENDPOINT_NOT_FOUND; every one needs `Authorization: Bearer <token>`, a personal
 access token or an OAuth token this emulator issued and that has not expired):
@@ -94,6 +102,25 @@ Behaviour copied from the real service, with where each fact comes from:
   databricks-sql-nodejs issue 279). [RFC6749] RFC 6749 sections 2.3.1, 3.2, 5.1 and 5.2: one client authentication
   method per request, no repeated parameter, Cache-Control: no-store, error codes invalid_request, invalid_client
   (401, with WWW-Authenticate when Basic was used), unsupported_grant_type, invalid_scope.
+- [WIF] docs.databricks.com "Authenticate access to Databricks using OAuth token federation", "Configure a federation
+  policy" and "Enable workload identity federation for GitHub Actions"; databricks-sdk-py oidc.py and
+  credentials_provider.py: the exchange is POST /oidc/v1/token, form grant_type=urn:ietf:params:oauth:grant-type:
+  token-exchange, subject_token=<JWT>, subject_token_type=urn:ietf:params:oauth:token-type:jwt, scope, and the
+  service principal's application id as client_id (none: account-wide federation, the token names a user); no
+  client authentication. A service principal federation policy names an issuer, audiences (by default the account
+  id), a subject and the claim holding it (sub). databricks-sdk-py oauth.py HostMetadata:
+  /.well-known/databricks-config answers oidc_endpoint, account_id, workspace_id, cloud and
+  token_federation_default_oidc_audiences. [RFC8693] section 2.2.2: a subject token that is invalid or that policy
+  does not accept is an invalid_request error.
+- [AZ] databricks-sdk-py config.py load_azure_tenant_id: an Azure workspace answers GET /aad/auth with a redirect to
+  https://login.microsoftonline.com/<tenant id>/oauth2/authorize?…; azure.py: the SDK sends an Entra ID token of the
+  service principal for the service-management resource as X-Databricks-Azure-SP-Management-Token, and
+  X-Databricks-Azure-Workspace-Resource-Id when it knows the workspace's ARM resource id.
+- [QT] databricks-sdk-py service/sql.py execute_statement and QueryTag: query_tags is an array of {key, value}; "A
+  query tag consists of a non-empty key and, optionally, a value. To represent a NULL value, either omit the value
+  field or manually set it to null or white space. ... Only one value per key will be recorded. A sequence in
+  excess of 20 query tags will be coerced to 20." [UH] databricks-sdk-py config.py: DATABRICKS_WORKSPACE_ID travels
+  as X-Databricks-Workspace-Id on workspace requests (recorded here, as a unified host reads it).
 - [EXP] An expired OAuth token is refused with 403 (databricks-vscode issue 583 "Error 403 Token is expiring within
   30 seconds. (token expired)"; n8n issues 34147 and 34325: "Databricks returns HTTP 403 when OAuth tokens expire");
   databricks-sdk-go issue 1549 reports 401s at rotation too, so `expire_oauth_tokens(status=401)` switches.
@@ -118,7 +145,9 @@ message that comes with an expired OAuth token (the PAT's "Invalid access token.
 a MERGE into a non-Delta table with Delta's DELTA_UNSUPPORTED_SOURCE (open-source Spark without Delta's rule would
 say "MERGE INTO TABLE is not supported temporarily.") and the plan line after it; the sentence of
 DATATYPE_MISMATCH.CAST_WITHOUT_SUGGESTION (Spark suggests functions or settings for some pairs); that a comparison
-in the ON clause casts a STRING side to the other side's type (ANSI type coercion) and widens DATE to TIMESTAMP.
+in the ON clause casts a STRING side to the other side's type (ANSI type coercion) and widens DATE to TIMESTAMP;
+the error descriptions of a refused token exchange; how a unified host answers a request for a workspace it does
+not serve; the query of the /aad/auth redirect.
 """
 
 import argparse
@@ -132,6 +161,7 @@ import urllib.parse
 import uuid
 
 from .base import Emulator, Reply, basic_credentials, serve_forever
+from .identity import AZURE_DATABRICKS, AZURE_MANAGEMENT, TokenError, read_claims
 
 DEFAULT_TOKENS = ("dapi-test-token",)
 # A service principal's OAuth client id (its application id, a UUID) and OAuth secret ("dose…").
@@ -150,6 +180,12 @@ OIDC_TOKEN_PATH = "/oidc/v1/token"  # [OAUTH]
 OIDC_DISCOVERY_PATH = "/oidc/.well-known/oauth-authorization-server"
 OAUTH_LIFETIME = 3600  # [OAUTH] "Each access token is valid for one hour"
 OAUTH_SCOPES = ("all-apis", "sql", "offline_access")
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # [WIF]
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+HOST_METADATA_PATH = "/.well-known/databricks-config"  # [WIF]
+DEFAULT_ACCOUNT_ID = "7f3c2a1b-5d4e-4f6a-8b9c-0d1e2f3a4b5c"
+DEFAULT_WORKSPACE_ID = "1234567890123456"
+MAX_QUERY_TAGS = 20  # [QT]
 
 
 class ApiError(Exception):
@@ -896,6 +932,12 @@ class Databricks(Emulator):
         self.token_lifetime = OAUTH_LIFETIME
         self.expired_token_status = 403
         self.token_path = OIDC_TOKEN_PATH
+        self.account_id, self.workspace_id = DEFAULT_ACCOUNT_ID, DEFAULT_WORKSPACE_ID
+        self.trusted_issuers = {}  # iss -> identity.Issuer: whose tokens a federation policy may accept
+        self.federation_policies = {}  # service principal application id -> [{"issuer", "audiences", "subject"}]
+        self.account_policies = []  # account-wide federation: [{"issuer", "audiences"}], the subject names a user
+        self.users = {"user@example.com"}
+        self.entra, self.azure_tenant = None, None
         self.strict_string_casts = False
         self.warehouses = {warehouse_id: "RUNNING" for warehouse_id in self.warehouse_ids}
         self._table_meta = {}
@@ -971,6 +1013,39 @@ class Databricks(Emulator):
         with self.lock:
             self.token_path = path
 
+    def trust_issuer(self, issuer):
+        """Accept JWTs of `issuer` (an identity.Issuer) where a federation policy names its iss [WIF]."""
+        with self.lock:
+            self.trusted_issuers[issuer.iss] = issuer
+
+    def add_federation_policy(self, client_id, issuer, subject, audiences=None):
+        """A service principal federation policy: tokens of `issuer` whose sub is `subject` and whose aud is one of
+        `audiences` (the account id when None, as Databricks defaults it) sign in as `client_id` [WIF]."""
+        with self.lock:
+            self.trusted_issuers[issuer.iss] = issuer
+            policy = {"issuer": issuer.iss, "audiences": list(audiences or [self.account_id]), "subject": subject}
+            self.federation_policies.setdefault(client_id, []).append(policy)
+
+    def add_account_federation_policy(self, issuer, audiences=None):
+        """An account-wide federation policy: a token of `issuer` signs in as the user its sub names [WIF]."""
+        with self.lock:
+            self.trusted_issuers[issuer.iss] = issuer
+            self.account_policies.append({"issuer": issuer.iss, "audiences": list(audiences or [self.account_id])})
+
+    def azure(self, entra, tenant):
+        """Be an Azure Databricks workspace of `tenant`: accept that Entra ID's tokens for Azure Databricks, and
+        answer /aad/auth with the tenant's sign-in page [AZ]. Undone by reset()."""
+        with self.lock:
+            self.entra, self.azure_tenant = entra, tenant
+
+    def management_token_ok(self, request):
+        """Whether a request's X-Databricks-Azure-SP-Management-Token is an Entra ID token for the management
+        resource (None when the request carries none) [AZ]."""
+        token = request.header("x-databricks-azure-sp-management-token")
+        if token is None:
+            return None
+        return self.entra is not None and self.entra.verify(token, AZURE_MANAGEMENT) is not None
+
     def drop_table(self, full_name):
         """DROP TABLE, as an administrator might between two runs (the SQL subset has no DROP)."""
         with self.lock:
@@ -1032,6 +1107,10 @@ class Databricks(Emulator):
     def handle(self, request):
         if request.path in (OIDC_DISCOVERY_PATH, self.token_path):  # OAuth: no bearer token, its own error shape
             return self._oidc_metadata(request) if request.path == OIDC_DISCOVERY_PATH else self._oidc_token(request)
+        if request.path == HOST_METADATA_PATH and request.method == "GET":
+            return self._host_metadata()
+        if request.path == "/aad/auth" and request.method == "GET" and self.azure_tenant:
+            return self._aad_redirect()
         try:
             if request.path.startswith("/oidc/"):  # the OAuth server's own paths take no bearer token
                 raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No API found for '{request.method} {request.path}'")
@@ -1055,6 +1134,10 @@ class Databricks(Emulator):
             issued = self.oauth_tokens.get(token)
             if issued is not None and token not in self.expired_tokens and time.time() < issued["expires_at"]:
                 return
+            if self.entra is not None and token not in self.expired_tokens:
+                if self.entra.verify(token, AZURE_DATABRICKS) is not None:
+                    return
+                issued = issued or _entra_claims(token)  # an Entra ID token, expired or revoked
             if token not in self.tokens or token in self.expired_tokens:
                 self.refused_tokens.append(token)
                 status = self.expired_token_status if issued is not None else 403
@@ -1085,7 +1168,8 @@ class Databricks(Emulator):
 
     def _oidc_token(self, request):
         """POST the client credentials grant [OAUTH] [RFC6749]: a form body, the client authenticated once (HTTP Basic
-        or client_id + client_secret in the form), grant_type client_credentials, a scope."""
+        or client_id + client_secret in the form), grant_type client_credentials, a scope. Or the token exchange
+        grant [WIF]: see _exchange."""
         if request.method != "POST":
             return _oauth_error(405, "invalid_request", "Use POST.", {"Allow": "POST"})
         if request.content_type != "application/x-www-form-urlencoded":
@@ -1098,6 +1182,8 @@ class Databricks(Emulator):
         if repeated:  # [RFC6749] 3.2: "Request and response parameters MUST NOT be included more than once."
             return _oauth_error(400, "invalid_request", f"Parameter {repeated[0]} is included more than once.")
         form = {name: values[0] for name, values in form.items()}
+        if form.get("grant_type") == TOKEN_EXCHANGE:
+            return self._exchange(form)
         basic = basic_credentials(request)
         if basic is not None and "client_secret" in form:
             return _oauth_error(400, "invalid_request", "Use only one client authentication method.")
@@ -1121,6 +1207,87 @@ class Databricks(Emulator):
             )
             answer = self._issue(client_id, scope, self.token_lifetime)
         return Reply(200, answer, {"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    def _exchange(self, form):
+        """The token exchange [WIF] [RFC8693]: the subject token must be a JWT of a trusted issuer, unexpired, and
+        accepted by a federation policy: the service principal's (client_id) or the account's (no client_id, the
+        token's sub names a user). The client does not authenticate otherwise."""
+        subject_token = form.get("subject_token")
+        if not subject_token:
+            return _oauth_error(400, "invalid_request", "Missing required parameter: subject_token.")
+        if form.get("subject_token_type") != JWT_TOKEN_TYPE:
+            kind = form.get("subject_token_type") or "none"
+            return _oauth_error(400, "invalid_request", f"Unsupported subject_token_type: {kind}.")
+        scope = " ".join(form.get("scope", "").split())
+        unknown = [name for name in scope.split() if name not in OAUTH_SCOPES]
+        if not scope or unknown:
+            return _oauth_error(400, "invalid_scope", f"Invalid scope: {' '.join(unknown) or 'none given'}.")
+        client_id = form.get("client_id")
+        with self.lock:
+            try:
+                claims = read_claims(subject_token)
+                issuer = self.trusted_issuers.get(claims.get("iss"))
+                if issuer is None:
+                    raise TokenError(f"no federation policy trusts the issuer {claims.get('iss')}")
+                claims = issuer.verify(subject_token)
+            except TokenError as error:
+                return _oauth_error(400, "invalid_request", f"Token exchange failed: {error}.")
+            if client_id and client_id not in self.service_principals and client_id not in self.federation_policies:
+                return _oauth_error(401, "invalid_client", "Client authentication failed")
+            audiences = claims.get("aud") if isinstance(claims.get("aud"), list) else [claims.get("aud")]
+            if client_id:
+                policies = self.federation_policies.get(client_id, [])
+                principal = client_id
+            else:
+                policies = self.account_policies
+                principal = claims.get("sub") if claims.get("sub") in self.users else None
+            accepted = [
+                policy
+                for policy in policies
+                if policy["issuer"] == claims["iss"]
+                and policy.get("subject", claims.get("sub")) == claims.get("sub")
+                and set(policy["audiences"]) & set(audiences)
+            ]
+            if not accepted or principal is None:
+                whom = f"service principal {client_id}" if client_id else "the account"
+                return _oauth_error(
+                    400,
+                    "invalid_request",
+                    f"Token exchange failed: no federation policy of {whom} accepts a token with iss={claims['iss']}, "
+                    f"sub={claims.get('sub')}, aud={claims.get('aud')}.",
+                )
+            self.token_requests.append(
+                {
+                    "client_id": principal,
+                    "grant_type": TOKEN_EXCHANGE,
+                    "scope": scope,
+                    "auth": "none",
+                    "issuer": claims["iss"],
+                    "subject": claims.get("sub"),
+                }
+            )
+            answer = self._issue(principal, scope, self.token_lifetime)
+        return Reply(200, answer, {"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    def _host_metadata(self):
+        """/.well-known/databricks-config [WIF]: no credential needed."""
+        with self.lock:
+            return Reply(
+                200,
+                {
+                    "oidc_endpoint": f"{self.url}/oidc",
+                    "account_id": self.account_id,
+                    "workspace_id": self.workspace_id,
+                    "cloud": "AZURE" if self.azure_tenant else "AWS",
+                    "token_federation_default_oidc_audiences": [self.account_id],
+                },
+            )
+
+    def _aad_redirect(self):
+        """What an Azure workspace's /aad/auth answers: a redirect to its tenant's sign-in page [AZ]."""
+        query = urllib.parse.urlencode({"client_id": AZURE_DATABRICKS, "response_type": "code"})
+        location = f"https://login.microsoftonline.com/{self.azure_tenant}/oauth2/authorize?{query}"
+        return Reply(302, b"", {"Location": location})
 
     def _issue(self, client_id, scope, lifetime):
         """A JWT-shaped access token (header.claims.signature) that the APIs accept until it expires."""
@@ -1204,6 +1371,7 @@ class Databricks(Emulator):
                 400, "INVALID_PARAMETER_VALUE", f"The format {result_format} requires disposition EXTERNAL_LINKS."
             )
         self._validate_parameters(body.get("parameters"))
+        _validate_query_tags(body.get("query_tags"))
         return {"wait": wait, "on_wait_timeout": on_wait_timeout}
 
     def _validate_parameters(self, parameters):
@@ -1241,6 +1409,7 @@ class Databricks(Emulator):
                 "on_wait_timeout": body.get("on_wait_timeout"),
                 "catalog": body.get("catalog"),
                 "schema": body.get("schema"),
+                "query_tags": _recorded_query_tags(body.get("query_tags")),
             }
         )
         if self._failures:
@@ -1743,6 +1912,36 @@ class Databricks(Emulator):
                 "properties": {},
             },
         )
+
+
+def _validate_query_tags(tags):
+    """query_tags [QT]: an array of {key, value}, each key a non-empty string, each value a string or null."""
+    _expect(tags, list, "query_tags")
+    for index, tag in enumerate(tags or []):
+        _expect(tag, dict, f"query_tags[{index}]")
+        _expect(tag.get("key"), str, f"query_tags[{index}].key")
+        _expect(tag.get("value"), str, f"query_tags[{index}].value")
+        if not (tag.get("key") or "").strip():
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"query_tags[{index}].key must be a non-empty string.")
+
+
+def _recorded_query_tags(tags):
+    """{key: value} as Query History records the tags [QT]: trimmed, a blank value NULL, one value per key (the
+    last), the first 20 tags."""
+    recorded = {}
+    for tag in (tags or [])[:MAX_QUERY_TAGS]:
+        value = (tag.get("value") or "").strip()
+        recorded[tag["key"].strip()] = value or None
+    return recorded
+
+
+def _entra_claims(token):
+    """The claims of what looks like an Entra ID token (it names a tenant), unverified; None otherwise."""
+    try:
+        claims = read_claims(token)
+    except TokenError:
+        return None
+    return claims if claims.get("tid") else None
 
 
 def _oauth_error(status, error, description, headers=None):
