@@ -472,17 +472,30 @@ def run_identity(payload):
     material = {key: payload.get(key) for key in IDENTITY_FIELDS}
     if not text(payload.get("outputDir")):
         material["runId"] = payload.get("runId")
+    audio = material["audio"]
+    spoken = audio.get("transcript") if isinstance(audio, dict) else None
+    if isinstance(spoken, dict):
+        # A transcript can be megabytes: its text counts by its own digest (no second copy of it in the JSON below),
+        # and its segments, the same words again, not at all.
+        words = spoken.get("text")
+        if isinstance(words, str):
+            words = _digest("sha256", words.encode("utf-8", "surrogatepass")).hex()
+        spoken = {key: value for key, value in spoken.items() if key not in ("text", "segments")}
+        material["audio"] = dict(audio, transcript=dict(spoken, text=words))
     encoded = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return _digest("sha256", clean_text(encoded).encode("utf-8"))[:16].hex()
+    return _digest("sha256", encoded.encode("utf-8", "surrogatepass"))[:16].hex()
 
 
 def fit_json(values, limit, measure=None):
     """Compact JSON of the object `values` at most `limit` long (UTF-8 bytes; `measure` counts otherwise): the
     longest string values are shortened first (ending in "…"), entries dropped only when no string is left to
     shorten. The JSON itself is never cut, so whatever stores the text can still parse it."""
+    measure = measure or utf8_length
+    encoded = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+    if len(encoded) * 4 <= limit or measure(encoded) <= limit:  # what nearly every run's tags take: no search
+        return encoded
     import heapq
 
-    measure = measure or utf8_length
     values = dict(values)
 
     def size(key):
@@ -902,17 +915,26 @@ def _digest(algorithm, data):
     """SHA-1 (UUIDv5 ids, not secrets) or SHA-256 of `data`.
 
     hashlib loads OpenSSL's libcrypto on import (~3 ms, a few percent of a whole run); CPython's own built-in
-    modules compute the same digests without it. hashlib stays the fallback for builds without them.
+    modules compute the same digests without it. hashlib stays the fallback for builds without them. The
+    constructor found is kept: looking for a module that is not there searches the whole path, every time.
     """
-    modules = {"sha1": ("_sha1",), "sha256": ("_sha2", "_sha256")}[algorithm]
-    for module in modules:
-        try:
-            return getattr(__import__(module), algorithm)(data).digest()
-        except (ImportError, AttributeError):
-            continue
-    import hashlib
+    constructor = _DIGESTS.get(algorithm)
+    if constructor is None:
+        for module in {"sha1": ("_sha1",), "sha256": ("_sha2", "_sha256")}[algorithm]:
+            try:
+                constructor = getattr(__import__(module), algorithm)
+                break
+            except (ImportError, AttributeError):
+                continue
+        else:
+            import hashlib
 
-    return hashlib.new(algorithm, data).digest()
+            constructor = getattr(hashlib, algorithm)
+        _DIGESTS[algorithm] = constructor
+    return constructor(data).digest()
+
+
+_DIGESTS = {}
 
 
 def run_key(row):
@@ -2125,9 +2147,9 @@ def _backfill(sink, config, ctx, spool, sources, record, dry_run, stdout, stderr
 
 
 class Backfill:
-    """One backfill: the runs read into the current `group` (and its `size` in bytes), the identities `seen` so
-    far, the `record` of delivered runs (None: send everything), its `tally`, the failure that `stopped` the
-    sending, and its `progress` line."""
+    """One backfill: the runs read into the current `group` (and its `size` in bytes), the runs `seen` so far (by
+    their identity's first 64 bits: about 70 bytes a run), the `record` of delivered runs (None: send everything),
+    its `tally`, the failure that `stopped` the sending, and its `progress` line."""
 
     __slots__ = (
         "sink",
@@ -2167,12 +2189,13 @@ class Backfill:
             self.tally.malformed += 1
             self.progress.say(error.message)
             return
+        seen = int(row["identity"][:16], 16)  # 64 bits of it: a small int per run, not a string, kept all along
         if self.record is not None and self.record.has(row):
             self.tally.skipped += 1
-        elif row["identity"] in self.seen:
+        elif seen in self.seen:
             self.tally.duplicates += 1
         else:
-            self.seen.add(row["identity"])
+            self.seen.add(seen)
             self.group.append(row)
             self.size += len(row["transcript"] or "") + len(row["tags"]) + 1024
             if len(self.group) >= GROUP_RUNS or self.size >= GROUP_BYTES:
