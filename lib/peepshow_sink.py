@@ -427,20 +427,57 @@ def derive(payload, env, now=None, source="stdin", identity=None):
     title = text(tags.get("title")) or text(tags.get("show")) or text(field(payload, "input", "filename")) or run_id
     strategy = text(payload.get("strategy")) or text(field(payload, "extraction", "strategy"))
     thumbnail = thumbnail_url(payload, env)
-    return {
-        "run_id": run_id,
-        "title": cut_utf8(title, COLUMN_LIMIT),
-        "frames": frame_count(payload),
-        "duration": number(field(payload, "video", "durationSeconds")),
-        "transcript": transcript,
-        "thumbnail_url": thumbnail if thumbnail is None or len(thumbnail) <= COLUMN_LIMIT else None,
-        "strategy": strategy and cut_utf8(strategy, COLUMN_LIMIT),
-        "tags": fit_json(tags, TAGS_LIMIT),
-        "tag_values": tags,
-        "created_at": iso_millis(created if created is not None else (now if now is not None else time.time())),
-        "identity": identity,
-        "payload": payload,
-    }
+    return Run(
+        run_id=run_id,
+        title=cut_utf8(title, COLUMN_LIMIT),
+        frames=frame_count(payload),
+        duration=number(field(payload, "video", "durationSeconds")),
+        transcript=transcript,
+        thumbnail_url=thumbnail if thumbnail is None or len(thumbnail) <= COLUMN_LIMIT else None,
+        strategy=strategy and cut_utf8(strategy, COLUMN_LIMIT),
+        tags=fit_json(tags, TAGS_LIMIT),
+        tag_values=tags,
+        created_at=iso_millis(created if created is not None else (now if now is not None else time.time())),
+        identity=identity,
+        payload=payload,
+    )
+
+
+class Run:
+    """One run as the sinks write it, every value computed once (derive).
+
+    run_id         the output folder's name, else the manifest's runId: what a table keys the row by
+    title          the title tag, else the show tag, the input's file name, the run_id (at most 64 KiB)
+    frames         how many frames the run extracted
+    duration       the video's length in seconds, or None when unknown
+    transcript     the transcript's text cut to 1 MiB of UTF-8, or None
+    thumbnail_url  PEEPSHOW_FRAME_BASE_URL + "/" + the first frame's file name, or None
+    strategy       scene, fps (whatever the run says), or None
+    tags           the tag bag as compact JSON text that always parses, at most 1 MiB
+    tag_values     the tag bag as a dict (numbers as text)
+    created_at     RFC 3339 in UTC with milliseconds: the payload's createdAt, else when the sink first saw the run
+    identity       32 hex digits naming the run across invocations (run_identity)
+    payload        the payload as the spool keeps it (the transcript cut, its segments dropped)
+    """
+
+    __slots__ = (
+        "run_id",
+        "title",
+        "frames",
+        "duration",
+        "transcript",
+        "thumbnail_url",
+        "strategy",
+        "tags",
+        "tag_values",
+        "created_at",
+        "identity",
+        "payload",
+    )
+
+    def __init__(self, **values):
+        for name in self.__slots__:
+            setattr(self, name, values[name])
 
 
 def created_at_of(value, source):
@@ -939,7 +976,7 @@ _DIGESTS = {}
 
 def run_key(row):
     """How 0.2.0 named a spooled run (its runs are still read; new ones are named by their identity)."""
-    return destination_key((row["run_id"], row["created_at"]))
+    return destination_key((row.run_id, row.created_at))
 
 
 class Spool:
@@ -1118,15 +1155,15 @@ def _claimed_by(name):
 def spool_put(directory, key, row, label, durable=True):
     """Keep an undelivered run under `key`. The stored payload carries created_at, and the entry the run's
     identity, so a replay reuses every derived id and is recognised as the same run."""
-    path = os.path.join(directory, f"{key}-{row['identity']}.json")
+    path = os.path.join(directory, f"{key}-{row.identity}.json")
     write_private(path, _entry(row, label), durable)
     return path
 
 
 def _entry(row, label):
-    payload = dict(row["payload"])
-    payload["createdAt"] = row["created_at"]
-    entry = {"destination": label, "identity": row["identity"], "run": payload}
+    payload = dict(row.payload)
+    payload["createdAt"] = row.created_at
+    entry = {"destination": label, "identity": row.identity, "run": payload}
     return json.dumps(entry, ensure_ascii=False).encode("utf-8")
 
 
@@ -1134,7 +1171,7 @@ def spool_hold(spool, row):
     """Write a live run down before it is sent, already claimed by this process: a run the process does not
     live to settle (a signal, a kill) is taken back by the next flush. Returns the claimed path."""
     owner = claim_owner(spool)
-    path = os.path.join(spool.directory, f"{spool.key}-{row['identity']}.json.claimed-{owner.token}")
+    path = os.path.join(spool.directory, f"{spool.key}-{row.identity}.json.claimed-{owner.token}")
     write_private(path, _entry(row, spool.label), durable=False)  # the page cache outlives the process
     return path
 
@@ -1274,7 +1311,7 @@ class Record:
         self.ids, self.run_ids, self.dirs, self.names = set(), set(), set(), set()
 
     def has(self, row):
-        return row["identity"] in self.ids or row["run_id"] in self.names
+        return row.identity in self.ids or row.run_id in self.names
 
 
 def delivered_runs(directory, keys):
@@ -1321,8 +1358,8 @@ def record_delivered(directory, key, rows):
     _private_dir(directory)
     lines = []
     for row in rows:
-        entry = {"id": row["identity"], "run": row["run_id"]}
-        payload = row["payload"]
+        entry = {"id": row.identity, "run": row.run_id}
+        payload = row.payload
         if text(payload.get("outputDir")):
             entry["dir"] = payload["outputDir"]
         if text(payload.get("runId")):
@@ -1813,8 +1850,8 @@ def _deliver_live(sink, config, ctx, spool, row, stderr):
 
     held = None
     if spool.directory:
-        if is_recorded(spool.directory, spool.keys[:-1], row["identity"]):
-            log(ctx, f"run {row['run_id']} was delivered to {spool.label} already: not sent again")
+        if is_recorded(spool.directory, spool.keys[:-1], row.identity):
+            log(ctx, f"run {row.run_id} was delivered to {spool.label} already: not sent again")
             return EXIT_OK
         held, row = _hold(ctx, spool, row)
         if held is None and row is None:
@@ -1867,16 +1904,16 @@ def _hold(ctx, spool, row):
     """(claimed path, row) of the live run written down before sending: a kept copy of the same run when there
     is one (its stored created_at), else a new one. (None, row) when the spool cannot be written (the run is
     still sent); (None, None) when another live process is delivering this very run."""
-    found = spool_find(spool, row["identity"])
+    found = spool_find(spool, row.identity)
     try:
         if found is not None and found[0] == "busy":
-            log(ctx, f"run {row['run_id']} is being delivered by another process: not sent twice")
+            log(ctx, f"run {row.run_id} is being delivered by another process: not sent twice")
             return None, None
         if found is not None:
             claimed = spool_claim_path(spool, found[1])
             if claimed is not None and claimed[1] is not None:
-                log(ctx, f"run {row['run_id']} was kept earlier: sending the kept copy")
-                return claimed[0], derive(claimed[1]["run"], ctx["env"], identity=row["identity"])
+                log(ctx, f"run {row.run_id} was kept earlier: sending the kept copy")
+                return claimed[0], derive(claimed[1]["run"], ctx["env"], identity=row.identity)
         return spool_hold(spool, row), row
     except (OSError, SinkError) as error:
         log(ctx, f"cannot write the run down before sending it ({getattr(error, 'strerror', None) or error})")
@@ -1980,7 +2017,7 @@ def _replay(sink, config, ctx, spool, progress, until=None, tally=None):
             if verdict == "delivered":
                 delivered.append(row)
             elif verdict == "rejected":
-                progress.say(f"spooled run {row['run_id']} rejected: {outcome.message}")
+                progress.say(f"spooled run {row.run_id} rejected: {outcome.message}")
             else:
                 failure = failure or outcome
             for path in paths:
@@ -2017,10 +2054,10 @@ def _claimed_runs(ctx, spool, claimed, record, tally, progress):
         if record.has(row):
             spool_release(path, "delivered")
             continue
-        if row["identity"] in runs:
-            runs[row["identity"]][1].append(path)
+        if row.identity in runs:
+            runs[row.identity][1].append(path)
         else:
-            runs[row["identity"]] = (row, [path])
+            runs[row.identity] = (row, [path])
     return list(runs.values())
 
 
@@ -2189,7 +2226,7 @@ class Backfill:
             self.tally.malformed += 1
             self.progress.say(error.message)
             return
-        seen = int(row["identity"][:16], 16)  # 64 bits of it: a small int per run, not a string, kept all along
+        seen = int(row.identity[:16], 16)  # 64 bits of it: a small int per run, not a string, kept all along
         if self.record is not None and self.record.has(row):
             self.tally.skipped += 1
         elif seen in self.seen:
@@ -2197,7 +2234,7 @@ class Backfill:
         else:
             self.seen.add(seen)
             self.group.append(row)
-            self.size += len(row["transcript"] or "") + len(row["tags"]) + 1024
+            self.size += len(row.transcript or "") + len(row.tags) + 1024
             if len(self.group) >= GROUP_RUNS or self.size >= GROUP_BYTES:
                 self.settle()
 
@@ -2218,7 +2255,7 @@ class Backfill:
             if verdict == "delivered":
                 delivered.append(row)
             elif verdict == "rejected":
-                self.progress.say(f"run {row['run_id']} rejected: {outcome.message}")
+                self.progress.say(f"run {row.run_id} rejected: {outcome.message}")
                 self.set_aside(row)
             else:
                 self.stopped = self.stopped or outcome

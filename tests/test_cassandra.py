@@ -474,7 +474,8 @@ CONFIG = cassandra.read_config({"CASSANDRA_URL": "https://db.example/api/rest/",
 
 def row_for(**changes):
     row = sink.derive(fixture("run-full.json"), {"PEEPSHOW_FRAME_BASE_URL": "https://cdn.example"}, now=0)
-    row.update(changes)
+    for name, value in changes.items():
+        setattr(row, name, value)
     return row
 
 

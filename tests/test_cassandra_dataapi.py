@@ -553,7 +553,8 @@ CONFIG = cassandra.read_config({"CASSANDRA_URL": ASTRA, "CASSANDRA_KEYSPACE": "k
 
 def row_for(**changes):
     row = sink.derive(fixture("run-full.json"), {"PEEPSHOW_FRAME_BASE_URL": "https://cdn.example"}, now=0)
-    row.update(changes)
+    for name, value in changes.items():
+        setattr(row, name, value)
     return row
 
 

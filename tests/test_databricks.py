@@ -131,7 +131,7 @@ def test_one_run_is_the_exact_merge_and_the_create_is_apart():
         {"name": "transcript", "value": payload["audio"]["transcript"]["text"], "type": "STRING"},
         {"name": "thumbnail_url", "value": "https://cdn.example/f/frame_0001.jpg", "type": "STRING"},
         {"name": "strategy", "value": "scene", "type": "STRING"},
-        {"name": "tags", "value": the_row["tags"], "type": "STRING"},
+        {"name": "tags", "value": the_row.tags, "type": "STRING"},
         {"name": "created_at", "value": CREATED, "type": "TIMESTAMP"},
     ]
     assert merge["rows"] == [0] and not merge["too_large"]
@@ -216,7 +216,7 @@ def test_no_run_is_too_large_once_its_values_are_bounded():
 
 def test_a_run_too_large_for_any_statement_is_marked():
     huge = row("huge")
-    huge["tags"] = "x" * (17 * 1024 * 1024)  # past what derive lets through: the statement is still refused whole
+    huge.tags = "x" * (17 * 1024 * 1024)  # past what derive lets through: the statement is still refused whole
     rows = [row("small"), huge]
     merges = db.build_requests(rows, config())
     assert [(req["rows"], req["too_large"]) for req in merges] == [([0], False), ([1], True)]

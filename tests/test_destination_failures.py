@@ -137,7 +137,7 @@ def test_backfill_against_a_refusing_destination_stops_and_keeps_every_run(desti
 def claim_order(destination, documents):
     """The documents in the order a flush claims them (by spool file name), as the requests carry them."""
     env = DESTINATIONS[destination.name][2](destination.emulator)
-    return sorted(documents, key=lambda document: peepshow_sink.derive(document, env)["identity"])
+    return sorted(documents, key=lambda document: peepshow_sink.derive(document, env).identity)
 
 
 def reject_one(destination, documents):

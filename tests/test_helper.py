@@ -28,12 +28,12 @@ import peepshow_sink as sink  # noqa: E402
     ],
 )
 def test_run_id_is_the_basename_of_output_dir(output_dir, run_id):
-    assert sink.derive({"outputDir": output_dir, "runId": "ignored"}, {})["run_id"] == run_id
+    assert sink.derive({"outputDir": output_dir, "runId": "ignored"}, {}).run_id == run_id
 
 
 @pytest.mark.parametrize("output_dir", [None, "", "/", "\\\\"])
 def test_run_id_falls_back_to_the_manifest_run_id(output_dir):
-    assert sink.derive({"outputDir": output_dir, "runId": "20261120T091403123-7f3kq2"}, {})["run_id"] == (
+    assert sink.derive({"outputDir": output_dir, "runId": "20261120T091403123-7f3kq2"}, {}).run_id == (
         "20261120T091403123-7f3kq2"
     )
     with pytest.raises(sink.SinkError) as failure:
@@ -43,40 +43,39 @@ def test_run_id_falls_back_to_the_manifest_run_id(output_dir):
 
 def test_title_fallbacks():
     base = {"outputDir": "/tmp/run-1"}
-    assert sink.derive(dict(base, video={"tags": {"title": "T", "show": "S"}}), {})["title"] == "T"
-    assert sink.derive(dict(base, video={"tags": {"title": " ", "show": "S"}}), {})["title"] == "S"
-    assert sink.derive(dict(base, input={"filename": "clip.mov"}), {})["title"] == "clip.mov"
-    assert sink.derive(base, {})["title"] == "run-1"
-    assert sink.derive(fixture("manifest.json"), {})["title"] == "checkout-flicker.mov"
+    assert sink.derive(dict(base, video={"tags": {"title": "T", "show": "S"}}), {}).title == "T"
+    assert sink.derive(dict(base, video={"tags": {"title": " ", "show": "S"}}), {}).title == "S"
+    assert sink.derive(dict(base, input={"filename": "clip.mov"}), {}).title == "clip.mov"
+    assert sink.derive(base, {}).title == "run-1"
+    assert sink.derive(fixture("manifest.json"), {}).title == "checkout-flicker.mov"
 
 
 def test_derived_values_of_the_full_fixture():
     row = sink.derive(fixture("run-full.json"), {"PEEPSHOW_FRAME_BASE_URL": "https://cdn.example.com/frames/"}, now=0)
-    assert row["frames"] == 3 and row["duration"] == 42.0 and row["strategy"] == "scene"
-    assert row["thumbnail_url"] == "https://cdn.example.com/frames/frame_0001.jpg"
-    assert row["created_at"] == "1970-01-01T00:00:00.000Z"
-    assert json.loads(row["tags"])["director"] == "QA Team"
-    assert row["transcript"].startswith("Okay, I'm on the checkout screen.")
+    assert row.frames == 3 and row.duration == 42.0 and row.strategy == "scene"
+    assert row.thumbnail_url == "https://cdn.example.com/frames/frame_0001.jpg"
+    assert row.created_at == "1970-01-01T00:00:00.000Z"
+    assert json.loads(row.tags)["director"] == "QA Team"
+    assert row.transcript.startswith("Okay, I'm on the checkout screen.")
 
 
 def test_thumbnail_url_percent_encodes_the_file_name():
     row = sink.derive(fixture("run-hostile.json"), {"PEEPSHOW_FRAME_BASE_URL": "https://cdn.example.com"})
-    assert row["thumbnail_url"] == "https://cdn.example.com/frame%200001%20%C3%BC%23%3F.jpg"
-    assert sink.derive(fixture("run-hostile.json"), {})["thumbnail_url"] is None
+    assert row.thumbnail_url == "https://cdn.example.com/frame%200001%20%C3%BC%23%3F.jpg"
+    assert sink.derive(fixture("run-hostile.json"), {}).thumbnail_url is None
     assert (
-        sink.derive({"outputDir": "/x", "frames": []}, {"PEEPSHOW_FRAME_BASE_URL": "https://c"})["thumbnail_url"]
-        is None
+        sink.derive({"outputDir": "/x", "frames": []}, {"PEEPSHOW_FRAME_BASE_URL": "https://c"}).thumbnail_url is None
     )
 
 
 def test_strategy_falls_back_to_extraction_and_tags_default_to_an_empty_object():
     row = sink.derive({"outputDir": "/x", "extraction": {"strategy": "fps"}}, {})
-    assert row["strategy"] == "fps" and row["tags"] == "{}" and row["transcript"] is None and row["duration"] is None
+    assert row.strategy == "fps" and row.tags == "{}" and row.transcript is None and row.duration is None
 
 
 def test_transcript_is_cut_to_1_mib_on_a_character_boundary():
     text = "é" * (sink.TRANSCRIPT_LIMIT // 2 + 10)  # two bytes each: the limit falls inside nothing, then inside one
-    cut = sink.derive({"outputDir": "/x", "audio": {"transcript": {"text": "a" + text}}}, {})["transcript"]
+    cut = sink.derive({"outputDir": "/x", "audio": {"transcript": {"text": "a" + text}}}, {}).transcript
     assert len(cut.encode("utf-8")) <= sink.TRANSCRIPT_LIMIT
     assert cut.encode("utf-8").decode("utf-8") == cut
     assert len(cut.encode("utf-8")) >= sink.TRANSCRIPT_LIMIT - 1
@@ -100,12 +99,12 @@ def test_cut_utf8_never_splits_a_character(value, limit):
     ],
 )
 def test_created_at_from_the_payload_is_normalised(value, expected):
-    assert sink.derive({"outputDir": "/x", "createdAt": value}, {})["created_at"] == expected
+    assert sink.derive({"outputDir": "/x", "createdAt": value}, {}).created_at == expected
 
 
 @pytest.mark.parametrize("value", ["2026-02-30T00:00:00Z", "yesterday", 1763630043, None])
 def test_an_unusable_created_at_means_now(value):
-    assert sink.derive({"outputDir": "/x", "createdAt": value}, {}, now=86400.25)["created_at"] == (
+    assert sink.derive({"outputDir": "/x", "createdAt": value}, {}, now=86400.25).created_at == (
         "1970-01-02T00:00:00.250Z"
     )
 
@@ -120,8 +119,8 @@ def test_numbers_from_numbers_and_numeric_strings(value, expected):
 
 def test_lone_surrogates_become_replacement_characters():
     row = sink.derive(json.loads('{"outputDir": "/x", "video": {"tags": {"title": "a\\ud83db"}}}'), {})
-    assert row["title"] == "a\ufffdb"
-    row["tags"].encode("utf-8")
+    assert row.title == "a\ufffdb"
+    row.tags.encode("utf-8")
 
 
 def test_documents_concatenated_one_per_line_or_with_a_bom():
@@ -247,11 +246,11 @@ def test_a_row_keeps_the_cut_transcript_and_no_segments():
     payload = fixture("run-full.json")
     payload["audio"]["transcript"]["text"] = "x" * (sink.TRANSCRIPT_LIMIT + 10)
     row = sink.derive(payload, {})
-    kept = row["payload"]["audio"]["transcript"]
-    assert "segments" not in kept and kept["language"] == "en" and kept["text"] is row["transcript"]
-    assert len(row["transcript"]) == sink.TRANSCRIPT_LIMIT
+    kept = row.payload["audio"]["transcript"]
+    assert "segments" not in kept and kept["language"] == "en" and kept["text"] is row.transcript
+    assert len(row.transcript) == sink.TRANSCRIPT_LIMIT
     assert "segments" in payload["audio"]["transcript"]  # the caller's document is not modified
-    assert sink.derive(row["payload"], {})["transcript"] == row["transcript"]  # a replay derives the same row
+    assert sink.derive(row.payload, {}).transcript == row.transcript  # a replay derives the same row
 
 
 def test_base_urls_drop_query_and_fragment_endpoints_keep_the_query():

@@ -170,7 +170,7 @@ def test_a_created_at_no_destination_can_carry_is_one_malformed_document(run_sin
 def test_created_at_always_has_four_digits_of_year():
     assert peepshow_sink.iso_millis(-30610224000.0) == "1000-01-01T00:00:00.000Z"
     row = peepshow_sink.derive({"outputDir": "/x", "createdAt": "1000-01-01T00:00:00+00:00"}, {})
-    assert row["created_at"] == "1000-01-01T00:00:00.000Z"
+    assert row.created_at == "1000-01-01T00:00:00.000Z"
 
 
 def test_mixpanel_gets_whole_json_tags_within_255_bytes(run_sink, analytics):
