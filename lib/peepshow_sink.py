@@ -715,23 +715,53 @@ class Response:
         return " ".join(self.body.decode("utf-8", "replace").split())[:limit]
 
 
-def request(method, url, headers=None, body=None):
-    """A request as plain data: what builders return, --dry-run prints and `send` sends."""
-    if isinstance(body, str):
-        body = body.encode("utf-8")
-    return {"method": method, "url": url, "headers": dict(headers or {}), "body": body}
+class Request:
+    """One HTTP request as plain data: what builders return, --dry-run prints and `send` sends.
+
+    method, url  as sent
+    headers      a dict of header name -> value
+    body         bytes, or None
+    rows         the positions, among the runs a delivery was given, of the runs this request carries (empty for a
+                 request that carries none: a token, a poll, a CREATE TABLE)
+    rebuild      None, or a function of an attempt's deadline (a time.monotonic() value) returning the body to send
+                 on that attempt, for a field that must be fresh on every attempt (Segment's sentAt, Databricks'
+                 wait_timeout); `body` is what --dry-run shows
+    """
+
+    __slots__ = ("method", "url", "headers", "body", "rows", "rebuild")
+
+    def __init__(self, method, url, headers=None, body=None, rows=(), rebuild=None):
+        self.method, self.url, self.headers = method, url, dict(headers or {})
+        self.body = body.encode("utf-8") if isinstance(body, str) else body
+        self.rows, self.rebuild = list(rows), rebuild
+
+    def replace(self, **changes):
+        """A copy with some fields changed (`headers` replaces the whole dict)."""
+        fields = {name: getattr(self, name) for name in self.__slots__}
+        fields.update(changes)
+        return Request(**fields)
 
 
-def json_request(method, url, payload, headers=None):
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return request(method, url, {"Content-Type": "application/json", **(headers or {})}, body)
+def request(method, url, headers=None, body=None, rows=(), rebuild=None):
+    return Request(method, url, headers, body, rows, rebuild)
+
+
+def json_request(method, url, payload, headers=None, rows=(), rebuild=None):
+    return Request(
+        method, url, {"Content-Type": "application/json", **(headers or {})}, to_json(payload), rows, rebuild
+    )
+
+
+def to_json(value):
+    """Compact UTF-8 JSON as every request body here is written: no NaN or Infinity (no service reads them)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def describe_request(req):
     """The request as --dry-run shows it: exact bytes, credentials redacted."""
-    lines = [f"{req['method']} {req['url']}"]
-    lines += [f"{name}: {value}" for name, value in req["headers"].items()]
-    body = req["body"].decode("utf-8") if req["body"] else ""
+    lines = [f"{req.method} {req.url}"]
+    lines += [f"{name}: {value}" for name, value in req.headers.items()]
+    body = req.body.decode("utf-8") if req.body else ""
     return redact("\n".join(lines) + ("\n\n" + body if body else "") + "\n")
 
 
@@ -753,12 +783,12 @@ def send(ctx, req, retry_statuses=RETRY_STATUSES, deadline=None, what=None, vari
     import random
 
     urllib3 = ctx["http"]["urllib3"]
-    if "User-Agent" not in req["headers"]:  # every request names the sink and its release
-        req = dict(req, headers={"User-Agent": f"peepshow-sink-{ctx['name']}/{version()}", **req["headers"]})
+    if "User-Agent" not in req.headers:  # every request names the sink and its release
+        req = req.replace(headers={"User-Agent": f"peepshow-sink-{ctx['name']}/{version()}", **req.headers})
     deadline = deadline or request_deadline(ctx)
-    where = f"{what} at {host_port(req['url'])}" if what else host_port(req["url"])
+    where = f"{what} at {host_port(req.url)}" if what else host_port(req.url)
     fix = f": check {variable}" if variable else ""
-    pool = _pool_for(ctx["http"], req["url"])
+    pool = _pool_for(ctx["http"], req.url)
     attempt = failures = 0
     throttled_since = None
     while True:
@@ -801,10 +831,10 @@ def send(ctx, req, retry_statuses=RETRY_STATUSES, deadline=None, what=None, vari
 def _attempt(urllib3, pool, req, left, deadline):
     timeout = urllib3.Timeout(connect=min(10.0, left), read=left)
     raw = pool.urlopen(
-        req["method"],
-        req["url"],
-        body=req["refresh"](req["body"]) if req.get("refresh") else req["body"],
-        headers=req["headers"],
+        req.method,
+        req.url,
+        body=req.rebuild(deadline) if req.rebuild else req.body,
+        headers=req.headers,
         timeout=timeout,
         retries=False,
         redirect=False,
@@ -817,7 +847,7 @@ def _attempt(urllib3, pool, req, left, deadline):
             chunks.append(chunk)
             size += len(chunk)
             if size > MAX_BODY or time.monotonic() > deadline:
-                raise urllib3.exceptions.ReadTimeoutError(None, req["url"], "response too slow or too large")
+                raise urllib3.exceptions.ReadTimeoutError(None, req.url, "response too slow or too large")
         return Response(raw.status, raw.headers, b"".join(chunks))
     except BaseException:
         raw.close()  # half-read: the connection must not go back to the pool for the next request

@@ -502,13 +502,13 @@ def test_text_quoting_round_trips(value):
 
 def test_request_shape():
     (req,) = cassandra.build_requests([row_for()], dict(CONFIG, token="AstraCS:x"))
-    assert req["method"] == "POST" and req["url"] == "https://db.example/api/rest/v2/keyspaces/ks/peepshow_runs"
-    assert req["headers"] == {
+    assert req.method == "POST" and req.url == "https://db.example/api/rest/v2/keyspaces/ks/peepshow_runs"
+    assert req.headers == {
         "Content-Type": "application/json",
         "Accept": "application/json",
         "X-Cassandra-Token": "AstraCS:x",
     }
-    body = json.loads(req["body"])
+    body = json.loads(req.body)
     assert list(body) == [name for name, _ in cassandra.COLUMNS]
     assert body["run_id"] == "'peepshow-7f3kq2'" and body["frames"] == 3 and body["duration"] == 42.0
     assert body["created_at"] == "1970-01-01T00:00:00.000Z"
@@ -517,12 +517,12 @@ def test_request_shape():
 
 def test_no_token_header_without_a_token():
     (req,) = cassandra.build_requests([row_for()], CONFIG)
-    assert "X-Cassandra-Token" not in req["headers"]
+    assert "X-Cassandra-Token" not in req.headers
 
 
 def test_each_row_its_own_request():
     reqs = cassandra.build_requests([row_for(run_id="a"), row_for(run_id="b")], CONFIG)
-    assert [req["rows"] for req in reqs] == [[0], [1]]
+    assert [req.rows for req in reqs] == [[0], [1]]
 
 
 @pytest.mark.parametrize("frames", [2**63, -(2**63) - 1, 10**30])
@@ -573,7 +573,7 @@ def test_minting_placeholder_in_dry_run():
     env = {"CASSANDRA_URL": "http://localhost:8082", "CASSANDRA_KEYSPACE": "ks"}
     config = cassandra.read_config(dict(env, CASSANDRA_USERNAME="u", CASSANDRA_PASSWORD="p-1234"))
     (req,) = cassandra.build_requests([row_for()], config)
-    assert req["headers"]["X-Cassandra-Token"] == "<minted at delivery>"
+    assert req.headers["X-Cassandra-Token"] == "<minted at delivery>"
 
 
 def test_destination_identity_has_no_secret_and_survives_a_new_token():
@@ -602,7 +602,7 @@ def response(status, body):
 
 @pytest.mark.parametrize("body", [b"", b"not json", {"run_id": "x"}, {"data": None}])
 def test_any_201_is_success(body):
-    assert cassandra.parse_response(CONFIG, {"url": "u"}, response(201, body)) is None
+    assert cassandra.parse_response(CONFIG, sink.request("POST", "u"), response(201, body)) is None
 
 
 @pytest.mark.parametrize(
@@ -620,14 +620,16 @@ def test_any_201_is_success(body):
 )
 def test_error_answers(status, description, transient, words):
     with pytest.raises(sink.SinkError) as caught:
-        cassandra.parse_response(CONFIG, {"url": "u"}, response(status, {"description": description, "code": status}))
+        cassandra.parse_response(
+            CONFIG, sink.request("POST", "u"), response(status, {"description": description, "code": status})
+        )
     assert caught.value.code == 5 and caught.value.transient is transient
     assert words in caught.value.message and "\n" not in caught.value.message
 
 
 def test_error_body_that_is_not_json():
     with pytest.raises(sink.SinkError) as caught:
-        cassandra.parse_response(CONFIG, {"url": "u"}, response(400, b"<html>nope</html>"))
+        cassandra.parse_response(CONFIG, sink.request("POST", "u"), response(400, b"<html>nope</html>"))
     assert "<html>nope</html>" in caught.value.message
 
 

@@ -560,9 +560,9 @@ def row_for(**changes):
 
 def test_insert_one_body():
     (req,) = cassandra.build_requests([row_for(title="it's")], CONFIG)
-    assert req["url"] == ASTRA + "/api/json/v1/ks/peepshow_runs" and req["rows"] == [0]
-    assert req["headers"] == {"Content-Type": "application/json", "Accept": "application/json", "Token": TOKEN}
-    document = json.loads(req["body"])["insertOne"]["document"]
+    assert req.url == ASTRA + "/api/json/v1/ks/peepshow_runs" and req.rows == [0]
+    assert req.headers == {"Content-Type": "application/json", "Accept": "application/json", "Token": TOKEN}
+    document = json.loads(req.body)["insertOne"]["document"]
     assert list(document) == [name for name in COLUMNS]
     assert document["title"] == "it's" and document["created_at"] == "1970-01-01T00:00:00.000Z"
     assert document["frames"] == 3 and document["duration"] == 42.0
@@ -571,25 +571,25 @@ def test_insert_one_body():
 def test_insert_many_chunks_carry_their_rows():
     rows = [row_for(run_id=f"r{number}") for number in range(205)]
     requests = cassandra.build_requests(rows, CONFIG)
-    assert [req["rows"][0] for req in requests] == list(range(0, 205, cassandra.DATA_CHUNK_ROWS))
-    assert sum(len(req["rows"]) for req in requests) == 205
+    assert [req.rows[0] for req in requests] == list(range(0, 205, cassandra.DATA_CHUNK_ROWS))
+    assert sum(len(req.rows) for req in requests) == 205
     for req in requests:
-        body = json.loads(req["body"])["insertMany"]
-        assert [document["run_id"] for document in body["documents"]] == [f"r{index}" for index in req["rows"]]
+        body = json.loads(req.body)["insertMany"]
+        assert [document["run_id"] for document in body["documents"]] == [f"r{index}" for index in req.rows]
 
 
 def test_a_huge_row_is_cut_to_fit_a_request():
     hostile = '\x01"' * 1_500_000  # 3 MB of text that JSON escaping grows to 10.5 MB
     (req,) = cassandra.build_requests([row_for(transcript=hostile)], CONFIG)
-    assert len(req["body"]) <= cassandra.DATA_CHUNK_BYTES
-    transcript = json.loads(req["body"])["insertOne"]["document"]["transcript"]
+    assert len(req.body) <= cassandra.DATA_CHUNK_BYTES
+    transcript = json.loads(req.body)["insertOne"]["document"]["transcript"]
     assert hostile.startswith(transcript) and len(transcript) > 100_000
 
 
 @pytest.mark.parametrize("frames", [2**63, -(2**63) - 1])
 def test_out_of_range_bigint_is_left_out(frames):
     (req,) = cassandra.build_requests([row_for(frames=frames)], CONFIG)
-    assert "frames" not in json.loads(req["body"])["insertOne"]["document"]
+    assert "frames" not in json.loads(req.body)["insertOne"]["document"]
 
 
 def test_per_row_results_map_by_position():

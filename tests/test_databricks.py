@@ -1,6 +1,7 @@
 """databricks: the pure statement builders (imported from bin/), then the zipapp against the Databricks emulator."""
 
 import json
+import time
 
 import pytest
 
@@ -40,7 +41,7 @@ def row(run_id="peepshow-abc", created_at=CREATED, **payload):
 
 
 def body(req):
-    return json.loads(req["body"])
+    return json.loads(req.body)
 
 
 # -- configuration ----------------------------------------------------------------------------------------------
@@ -116,10 +117,10 @@ def test_one_run_is_the_exact_merge_and_the_create_is_apart():
             {"key": "peepshow_sink_version", "value": db.sink.version()},
         ],
     }
-    assert create["url"] == merge["url"] == "https://abc-123.cloud.databricks.com/api/2.0/sql/statements"
-    assert merge["headers"]["Authorization"] == "Bearer <pat token, added when sent>"  # never the credential
-    assert merge["headers"]["User-Agent"].startswith("peepshow-sink-databricks/")
-    assert merge["headers"]["Content-Type"] == "application/json"
+    assert create.url == merge.url == "https://abc-123.cloud.databricks.com/api/2.0/sql/statements"
+    assert merge.headers["Authorization"] == "Bearer <pat token, added when sent>"  # never the credential
+    assert merge.headers["User-Agent"].startswith("peepshow-sink-databricks/")
+    assert merge.headers["Content-Type"] == "application/json"
     sent = body(merge)
     assert sent["statement"] == MERGE_ONE
     assert sent["on_wait_timeout"] == "CONTINUE" and sent["warehouse_id"] == "wh-1"
@@ -134,7 +135,7 @@ def test_one_run_is_the_exact_merge_and_the_create_is_apart():
         {"name": "tags", "value": the_row.tags, "type": "STRING"},
         {"name": "created_at", "value": CREATED, "type": "TIMESTAMP"},
     ]
-    assert merge["rows"] == [0] and not merge["too_large"]
+    assert merge.rows == [0] and not db.too_large(merge)
 
 
 def test_nulls_are_absent_values_and_unknown_duration_is_zero():
@@ -177,21 +178,21 @@ def test_several_runs_use_numbered_markers_and_union_all():
         "run-1",
         "run-2",
     ]
-    assert merge["rows"] == [0, 1, 2]
+    assert merge.rows == [0, 1, 2]
 
 
 def test_at_most_256_parameters_per_statement():
     rows = [row(f"run-{number}") for number in range(60)]
     merges = db.build_requests(rows, config())
-    assert [len(req["rows"]) for req in merges] == [28, 28, 4]
+    assert [len(req.rows) for req in merges] == [28, 28, 4]
     assert all(len(body(req)["parameters"]) <= 256 for req in merges)
-    assert sorted(index for req in merges for index in req["rows"]) == list(range(60))
+    assert sorted(index for req in merges for index in req.rows) == list(range(60))
 
 
 def test_a_run_listed_twice_is_sent_once():
     rows = [row("a"), row("b"), row("a"), row("a", created_at="2026-11-21T00:00:00.000Z")]
     merge = db.build_requests(rows, config())[0]
-    assert sorted(merge["rows"]) == [0, 1, 2, 3]
+    assert sorted(merge.rows) == [0, 1, 2, 3]
     values = [item["value"] for item in body(merge)["parameters"] if item["name"].startswith("run_id")]
     assert values == ["a", "b", "a"]
 
@@ -201,8 +202,8 @@ def test_statements_stay_under_16_mib():
     rows = [row(f"run-{number}", **transcript) for number in range(20)]
     merges = db.build_requests(rows, config())
     assert len(merges) > 1
-    assert all(len(req["body"]) <= 16 * 1024 * 1024 and not req["too_large"] for req in merges)
-    assert sorted(index for req in merges for index in req["rows"]) == list(range(20))
+    assert all(len(req.body) <= 16 * 1024 * 1024 and not db.too_large(req) for req in merges)
+    assert sorted(index for req in merges for index in req.rows) == list(range(20))
 
 
 def test_no_run_is_too_large_once_its_values_are_bounded():
@@ -211,7 +212,7 @@ def test_no_run_is_too_large_once_its_values_are_bounded():
     control = "\x01" * (2 * 1024 * 1024)
     huge = row("huge", video={"tags": {"comment": control, "title": control}}, audio={"transcript": {"text": control}})
     (merge,) = db.build_requests([huge], config())
-    assert not merge["too_large"] and len(merge["body"]) <= 16 * 1024 * 1024
+    assert not db.too_large(merge) and len(merge.body) <= 16 * 1024 * 1024
 
 
 def test_a_run_too_large_for_any_statement_is_marked():
@@ -219,7 +220,7 @@ def test_a_run_too_large_for_any_statement_is_marked():
     huge.tags = "x" * (17 * 1024 * 1024)  # past what derive lets through: the statement is still refused whole
     rows = [row("small"), huge]
     merges = db.build_requests(rows, config())
-    assert [(req["rows"], req["too_large"]) for req in merges] == [([0], False), ([1], True)]
+    assert [(req.rows, db.too_large(req)) for req in merges] == [([0], False), ([1], True)]
 
 
 @pytest.mark.parametrize(
@@ -227,7 +228,7 @@ def test_a_run_too_large_for_any_statement_is_marked():
 )
 def test_wait_timeout_follows_the_deadline(left, wait):
     merge = db.build_requests([row()], config())[0]
-    refreshed = json.loads(db.with_wait_timeout(merge["body"], left))
+    refreshed = json.loads(merge.rebuild(time.monotonic() + left + 0.005))  # the body of an attempt with `left` s
     assert refreshed["wait_timeout"] == wait
     assert {**refreshed, "wait_timeout": "50s"} == body(merge)
 
