@@ -631,23 +631,34 @@ def load_urllib3():
     return urllib3
 
 
-def http_client(env, pool_size=4):
+# Connections kept per host: more than any sink has requests in flight at once (cassandra's backfills send 8).
+POOL_SIZE = 10
+
+
+class HttpClient:
+    """The invocation's connections: `direct` (a urllib3 PoolManager), `proxies` (scheme -> ProxyManager, from
+    HTTPS_PROXY/HTTP_PROXY), `no_proxy` (NO_PROXY's value) and `urllib3`, the module itself."""
+
+    __slots__ = ("direct", "proxies", "no_proxy", "urllib3")
+
+    def __init__(self, direct, proxies, no_proxy, urllib3):
+        self.direct, self.proxies, self.no_proxy, self.urllib3 = direct, proxies, no_proxy, urllib3
+
+
+def http_client(env):
     """One urllib3 pool manager for the invocation, through HTTPS_PROXY/HTTP_PROXY unless NO_PROXY says not."""
     urllib3 = load_urllib3()
-    options = {"maxsize": pool_size, "retries": False, "block": False}
+    options = {"maxsize": POOL_SIZE, "retries": False, "block": False}
     ca_file = env_value(env, "SSL_CERT_FILE")
     if ca_file:
         options["ca_certs"] = ca_file
-    proxies = {
-        scheme: env_value(env, f"{scheme.upper()}_PROXY") or env_value(env, f"{scheme}_proxy")
-        for scheme in ("https", "http")
-    }
-    client = {"direct": urllib3.PoolManager(**options), "proxies": {}, "no_proxy": None, "urllib3": urllib3}
-    for scheme, proxy in proxies.items():
+    proxies, no_proxy = {}, None
+    for scheme in ("https", "http"):
+        proxy = env_value(env, f"{scheme.upper()}_PROXY") or env_value(env, f"{scheme}_proxy")
         if proxy:
-            client["proxies"][scheme] = _proxy_manager(urllib3, proxy, f"{scheme.upper()}_PROXY", options)
-            client["no_proxy"] = env_value(env, "NO_PROXY") or env_value(env, "no_proxy") or ""
-    return client
+            proxies[scheme] = _proxy_manager(urllib3, proxy, f"{scheme.upper()}_PROXY", options)
+            no_proxy = env_value(env, "NO_PROXY") or env_value(env, "no_proxy") or ""
+    return HttpClient(urllib3.PoolManager(**options), proxies, no_proxy, urllib3)
 
 
 def _proxy_manager(urllib3, proxy, variable, options):
@@ -673,9 +684,9 @@ def _pool_for(client, url):
     import urllib.parse
 
     parts = urllib.parse.urlsplit(url)
-    proxy = client["proxies"].get(parts.scheme)
-    if proxy is None or _bypass_proxy(parts.hostname or "", parts.port, client["no_proxy"]):
-        return client["direct"]
+    proxy = client.proxies.get(parts.scheme)
+    if proxy is None or _bypass_proxy(parts.hostname or "", parts.port, client.no_proxy):
+        return client.direct
     return proxy
 
 
@@ -782,20 +793,20 @@ def send(ctx, req, retry_statuses=RETRY_STATUSES, deadline=None, what=None, vari
     """
     import random
 
-    urllib3 = ctx["http"]["urllib3"]
+    urllib3 = ctx.http.urllib3
     if "User-Agent" not in req.headers:  # every request names the sink and its release
-        req = req.replace(headers={"User-Agent": f"peepshow-sink-{ctx['name']}/{version()}", **req.headers})
+        req = req.replace(headers={"User-Agent": f"peepshow-sink-{ctx.name}/{version()}", **req.headers})
     deadline = deadline or request_deadline(ctx)
     where = f"{what} at {host_port(req.url)}" if what else host_port(req.url)
     fix = f": check {variable}" if variable else ""
-    pool = _pool_for(ctx["http"], req.url)
+    pool = _pool_for(ctx.http, req.url)
     attempt = failures = 0
     throttled_since = None
     while True:
         attempt += 1
         left = deadline - time.monotonic()
         if left <= 0.05:
-            raise remote_error(f"no answer from {where} within {ctx['timeout']:g}s (PEEPSHOW_SINK_TIMEOUT)", True)
+            raise remote_error(f"no answer from {where} within {ctx.timeout:g}s (PEEPSHOW_SINK_TIMEOUT)", True)
         problem = None
         try:
             response = _attempt(urllib3, pool, req, left, deadline)
@@ -916,9 +927,50 @@ def host_port(url):
     return f"{host}:{port or (443 if parts.scheme == 'https' else 80)}"
 
 
+class Invocation:
+    """What one invocation of a sink knows beyond its configuration: passed to every delivery and request.
+
+    name           the sink's name, for messages and the User-Agent
+    env            the environment the configuration was read from
+    timeout        PEEPSHOW_SINK_TIMEOUT, in seconds
+    verbose        --verbose: narrate retries and replays on stderr
+    session        what the sink keeps from one delivery to the next in this invocation (held tokens, rate-limit
+                   paces, tables created): its own Session(config), or None for a sink that keeps nothing
+    http           the HttpClient, once the invocation sends anything
+    deadline       when one run is delivered as it happens, its deadline (a time.monotonic() value); else None, and
+                   every request of a backfill or --flush gets `timeout` of its own
+    live           True while that one run itself is being delivered (not a backfill, --flush, nor the replay that
+                   follows a live run): a sink may take the single-run API then
+    accepted       whether the destination took any run in this invocation: what makes a refusal the run's own
+    refused_alike  the refusal a whole request met in every part, once one did: later requests refused alike are
+                   not narrowed down again
+    on_interrupt   what the delivery in flight registered to undo if a signal comes (cancel a running statement)
+    """
+
+    __slots__ = (
+        "name",
+        "env",
+        "timeout",
+        "verbose",
+        "session",
+        "http",
+        "deadline",
+        "live",
+        "accepted",
+        "refused_alike",
+        "on_interrupt",
+    )
+
+    def __init__(self, name, env, timeout, verbose=False, session=None):
+        self.name, self.env, self.timeout, self.verbose, self.session = name, env, timeout, verbose, session
+        self.http, self.deadline, self.refused_alike = None, None, None
+        self.live = self.accepted = False
+        self.on_interrupt = []
+
+
 def request_deadline(ctx):
     """The run's deadline (one run per invocation) or a fresh one per request (backfill, --flush)."""
-    return ctx["deadline"] or time.monotonic() + ctx["timeout"]
+    return ctx.deadline or time.monotonic() + ctx.timeout
 
 
 def redirect_error(response, what, variable):
@@ -930,8 +982,8 @@ def redirect_error(response, what, variable):
 
 
 def log(ctx, message):
-    if ctx.get("verbose"):
-        print(redact(f"{ctx['name']}: {message}"), file=sys.stderr, flush=True)
+    if ctx.verbose:
+        print(redact(f"{ctx.name}: {message}"), file=sys.stderr, flush=True)
 
 
 # -- the spool: runs waiting for a destination ---------------------------------------------------------------------
@@ -1564,15 +1616,11 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
         return EXIT_OK
     timeout = read_timeout(env)
     config = sink.read_config(env)
-    # deadline: the run's, when one run is delivered as it happens (else each request gets its own); live: the rows
-    # being delivered are that run (not a backfill or a replay of the spool); accepted: the destination took a run
-    # in this invocation (what makes a refusal the run's own); on_interrupt: what to undo if a signal comes.
-    ctx = {"name": sink.NAME, "env": env, "timeout": timeout, "deadline": None, "live": False, "accepted": False}
-    ctx["verbose"] = options.get("verbose")
-    ctx["on_interrupt"] = []
+    session = sink.Session(config) if hasattr(sink, "Session") else None
+    ctx = Invocation(sink.NAME, env, timeout, options.get("verbose"), session)
     spool = _spool(sink, config, env)
     if options.get("check"):
-        ctx["http"] = http_client(env)
+        ctx.http = http_client(env)
         report = CheckReport(stdout)
         code = sink.check(config, ctx, report)
         if code != EXIT_OK:
@@ -1619,7 +1667,7 @@ def _on_sigterm():
 
 def _undo(ctx):
     """On a signal: what the delivery in flight registered to undo (cancel a running statement), briefly."""
-    for undo in list(ctx.get("on_interrupt") or ()):
+    for undo in list(ctx.on_interrupt):
         try:
             undo()
         except Exception as error:  # noqa: BLE001 - a failed undo must not hide the interruption
@@ -1627,9 +1675,9 @@ def _undo(ctx):
 
 
 def _dispatch(sink, config, ctx, spool, options, stdin, stdout, stderr, started):
-    env = ctx["env"]
+    env = ctx.env
     if options.get("flush"):
-        ctx["http"] = http_client(env, getattr(sink, "CONCURRENCY", 1) + 1)
+        ctx.http = http_client(env)
         return _flush(sink, config, ctx, spool, stdout, stderr, options.get("retry_rejected"))
     record = None
     if spool.directory and not options.get("dry_run") and not options.get("resend"):
@@ -1662,10 +1710,10 @@ def _dispatch(sink, config, ctx, spool, options, stdin, stdout, stderr, started)
         if options.get("dry_run"):
             _print_requests(sink, [row], config, True, stdout)
             return EXIT_OK
-        ctx["deadline"] = started + ctx["timeout"]
-        ctx["http"] = http_client(env)
+        ctx.deadline = started + ctx.timeout
+        ctx.http = http_client(env)
         return _deliver_live(sink, config, ctx, spool, row, stderr)
-    ctx["http"] = http_client(env, getattr(sink, "CONCURRENCY", 1) + 1)
+    ctx.http = http_client(env)
     return _backfill(sink, config, ctx, spool, sources, record, options.get("dry_run"), stdout, stderr)
 
 
@@ -1787,7 +1835,7 @@ def _deliver_rows(sink, config, ctx, rows):
     except SinkError as error:
         outcomes = [error] * len(rows)
     if any(outcome is None for outcome in outcomes):
-        ctx["accepted"] = True
+        ctx.accepted = True
     return outcomes
 
 
@@ -1805,7 +1853,7 @@ def _narrow_refusals(sink, config, ctx, rows, outcomes):
         if len(indices) < 2:
             continue
         refusal = outcomes[indices[0]]
-        if _alike(refusal, ctx.get("refused_alike")):  # the destination already refused every part of a request so
+        if _alike(refusal, ctx.refused_alike):  # the destination already refused every part of a request so
             narrowed = [_refused_alike(refusal)] * len(indices)
         else:
             narrowed = _narrow(sink, config, ctx, [rows[index] for index in indices], refusal)
@@ -1822,7 +1870,7 @@ def _narrow(sink, config, ctx, rows, refusal):
     if all(_alike(outcome, refusal) for outcome in first):
         second = _deliver_rows(sink, config, ctx, rows[middle:])
         if all(_alike(outcome, refusal) for outcome in second):
-            ctx["refused_alike"] = refusal
+            ctx.refused_alike = refusal
             return [_refused_alike(refusal)] * len(rows)
         second = _narrow_refusals(sink, config, ctx, rows[middle:], second)
     else:
@@ -1842,11 +1890,11 @@ def _refused_alike(refusal):
     return SinkError(refusal.code, refusal.message, DESTINATION, False, refusal.reason)
 
 
-def _verdict(outcome, ctx):
+def _verdict(outcome, accepted):
     """What becomes of a run that was not delivered: "rejected" (set aside: the service refused it while it took
     another run), "kept" (queued for this destination: a passing failure) or "unbound" (queued for whichever
     configuration works next: the destination refused the configuration, or everything it was sent)."""
-    if outcome.fault == REFUSED and ctx["accepted"]:
+    if outcome.fault == REFUSED and accepted:
         return "rejected"
     return "kept" if outcome.fault == TRANSIENT else "unbound"
 
@@ -1889,11 +1937,11 @@ def _deliver_live(sink, config, ctx, spool, row, stderr):
     state = {}
 
     def work():
-        ctx["live"] = True
+        ctx.live = True
         state["live"] = deliver_judged(sink, config, ctx, [row])[0]
-        ctx["live"] = False  # what follows is a replay of older runs, however few
+        ctx.live = False  # what follows is a replay of older runs, however few
         if state["live"] is None and spool.directory and spool_count(spool.directory, spool.keys):
-            _replay(sink, config, ctx, spool, Progress(None, sink.NAME), until=ctx["deadline"] - 1.0)
+            _replay(sink, config, ctx, spool, Progress(None, sink.NAME), until=ctx.deadline - 1.0)
 
     def guarded():
         try:
@@ -1907,14 +1955,14 @@ def _deliver_live(sink, config, ctx, spool, row, stderr):
     worker = threading.Thread(target=guarded, name="deliver", daemon=True)
     worker.start()
     try:
-        worker.join(max(0.0, ctx["deadline"] - time.monotonic()) + 0.25)
+        worker.join(max(0.0, ctx.deadline - time.monotonic()) + 0.25)
     except (KeyboardInterrupt, Interrupted) as interrupt:
         code = interrupt.code if isinstance(interrupt, Interrupted) else 130
         return _interrupted(sink, ctx, spool, held, row, state, code, stderr)
     outcome = state.get("live", "timeout")
     if outcome == "timeout":
         outcome = remote_error(
-            f"gave up after {ctx['timeout']:g}s without an answer from the destination (PEEPSHOW_SINK_TIMEOUT)", True
+            f"gave up after {ctx.timeout:g}s without an answer from the destination (PEEPSHOW_SINK_TIMEOUT)", True
         )
     if outcome is None:
         if held:
@@ -1943,7 +1991,7 @@ def _hold(ctx, spool, row):
             claimed = spool_claim_path(spool, found[1])
             if claimed is not None and claimed[1] is not None:
                 log(ctx, f"run {row.run_id} was kept earlier: sending the kept copy")
-                return claimed[0], derive(claimed[1]["run"], ctx["env"], identity=row.identity)
+                return claimed[0], derive(claimed[1]["run"], ctx.env, identity=row.identity)
         return spool_hold(spool, row), row
     except (OSError, SinkError) as error:
         log(ctx, f"cannot write the run down before sending it ({getattr(error, 'strerror', None) or error})")
@@ -1954,7 +2002,7 @@ def _keep_live(sink, spool, held, row, outcome):
     """Keep a live run that was not delivered; the text to append to the failure message."""
     if not spool.directory:
         return " (not kept: PEEPSHOW_SINK_SPOOL=off)"
-    key = spool.key if _verdict(outcome, {"accepted": False}) == "kept" else spool.unbound
+    key = spool.key if _verdict(outcome, False) == "kept" else spool.unbound
     try:
         if held:
             spool_release(held, "kept", key)
@@ -1972,7 +2020,7 @@ def _keep_live(sink, spool, held, row, outcome):
 
 def _interrupted(sink, ctx, spool, held, row, state, code, stderr):
     """A signal during a live run: undo what is in flight (a running statement), keep the run, say so."""
-    ctx["deadline"] = time.monotonic()  # whatever the worker does next gives up at once
+    ctx.deadline = time.monotonic()  # whatever the worker does next gives up at once
     _undo(ctx)
     signal_name = "SIGINT" if code == 130 else "SIGTERM"
     if state.get("live", "unsettled") is None:
@@ -2043,7 +2091,7 @@ def _replay(sink, config, ctx, spool, progress, until=None, tally=None):
         rows = [row for row, _ in runs]
         delivered = []
         for (row, paths), outcome in zip(runs, deliver_judged(sink, config, ctx, rows) if rows else []):
-            verdict = "delivered" if outcome is None else _verdict(outcome, ctx)
+            verdict = "delivered" if outcome is None else _verdict(outcome, ctx.accepted)
             if verdict == "delivered":
                 delivered.append(row)
             elif verdict == "rejected":
@@ -2075,7 +2123,7 @@ def _claimed_runs(ctx, spool, claimed, record, tally, progress):
             continue
         try:
             identity = entry.get("identity") if isinstance(entry.get("identity"), str) else None
-            row = derive(entry["run"], ctx["env"], identity=identity)
+            row = derive(entry["run"], ctx.env, identity=identity)
         except SinkError as error:
             spool_release(path, "rejected")
             tally.rejected += 1
@@ -2100,7 +2148,7 @@ def _flush(sink, config, ctx, spool, stdout, stderr, retry_rejected):
     tally, failure, busy = _replay(sink, config, ctx, spool, progress)
     # Runs another live process holds (a flush started at the same time) are waited for, within the timeout: it
     # delivers them, or puts them back and this flush takes them.
-    waiting_until = time.monotonic() + ctx["timeout"]
+    waiting_until = time.monotonic() + ctx.timeout
     while busy and not failure and time.monotonic() < waiting_until:
         time.sleep(0.2)
         tally, failure, busy = _replay(sink, config, ctx, spool, progress, tally=tally)
@@ -2251,7 +2299,7 @@ class Backfill:
         try:
             if isinstance(document, SinkError):
                 raise document
-            row = derive(document, self.ctx["env"], source=where)
+            row = derive(document, self.ctx.env, source=where)
         except SinkError as error:
             self.tally.malformed += 1
             self.progress.say(error.message)
@@ -2281,7 +2329,7 @@ class Backfill:
             return
         delivered = []
         for row, outcome in zip(group, deliver_judged(self.sink, self.config, self.ctx, group)):
-            verdict = "delivered" if outcome is None else _verdict(outcome, self.ctx)
+            verdict = "delivered" if outcome is None else _verdict(outcome, self.ctx.accepted)
             if verdict == "delivered":
                 delivered.append(row)
             elif verdict == "rejected":

@@ -693,8 +693,8 @@ def test_a_table_that_cannot_be_created_names_the_table(run_sink, workspace):
 def test_the_table_is_created_at_most_once_per_invocation(workspace):
     # write() in process, against the emulator: one invocation, two MERGEs, the table dropped in between.
     config = resolve(sink_env(workspace, DATABRICKS_TOKEN=TOKEN))
-    ctx = {"name": "databricks", "env": {}, "timeout": 10.0, "deadline": None, "verbose": False}
-    ctx["http"] = db.sink.http_client({})
+    ctx = db.sink.Invocation("databricks", {}, 10.0, session=db.Session(config))
+    ctx.http = db.sink.http_client({})
     first, second = (db.build_requests([row], config)[0] for row in (run_row("run-1"), run_row("run-2")))
     db.write(first, config, ctx)
     assert statements(workspace) == ["MERGE", "CREATE", "MERGE"]

@@ -749,14 +749,13 @@ def _response(status=429, body=None, headers=None):
 
 
 def test_throttle_pause_prefers_retry_after_then_the_providers_advice():
-    ctx = {"http": {"urllib3": event_track.sink.load_urllib3()}}
     batch, live = "amplitude_batch", "amplitude_http"  # the rate limits the request counts against
-    assert event_track.throttle_pause(ctx, batch, _response(headers={"Retry-After": "4"}), 1) == 4
-    assert event_track.throttle_pause(ctx, "segment", _response(headers={"X-RateLimit-Reset": "2"}), 1) == 2
-    assert event_track.throttle_pause(ctx, batch, _response(), 1) == 15  # "for example, 15 seconds"
-    assert event_track.throttle_pause(ctx, live, _response(), 1) == 30  # "a period of 30 seconds"
-    assert 3 <= event_track.throttle_pause(ctx, "mixpanel", _response(), 1) <= 7  # 2 s + 1-5 s jitter
-    assert 61 <= event_track.throttle_pause(ctx, "mixpanel", _response(), 9) <= 65  # capped at 60 s
+    assert event_track.throttle_pause(batch, _response(headers={"Retry-After": "4"}), 1) == 4
+    assert event_track.throttle_pause("segment", _response(headers={"X-RateLimit-Reset": "2"}), 1) == 2
+    assert event_track.throttle_pause(batch, _response(), 1) == 15  # "for example, 15 seconds"
+    assert event_track.throttle_pause(live, _response(), 1) == 30  # "a period of 30 seconds"
+    assert 3 <= event_track.throttle_pause("mixpanel", _response(), 1) <= 7  # 2 s + 1-5 s jitter
+    assert 61 <= event_track.throttle_pause("mixpanel", _response(), 9) <= 65  # capped at 60 s
 
 
 def test_daily_quota_is_read_from_the_429_body():
