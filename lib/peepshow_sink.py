@@ -72,39 +72,46 @@ class SinkError(Exception):
 
     code     the exit code
     message  the one line shown (redacted when printed)
-    fault    TRANSIENT, DESTINATION or REFUSED: whose fault it is
+    fault    TRANSIENT, DESTINATION or REFUSED: whose fault it is, and so what becomes of the runs it concerns
     pinned   for REFUSED: the service named this run (a row, an event index); an unpinned refusal names only the
-             request, which may have carried several runs
+             request, which may have carried several runs, and is narrowed down before it is judged
     reason   the service's own error code (or "HTTP <status>"): two refusals with the same reason are alike
+    kind     what a sink's own code branches on, when more than whose fault it is: CONFLICT (a concurrent writer
+             won: the idempotent write may be sent again at once), MISSING_TABLE (create it, then write again)
     """
 
-    def __init__(self, code, message, fault=DESTINATION, pinned=False, reason=None):
+    def __init__(self, code, message, fault=DESTINATION, pinned=False, reason=None, kind=None):
         super().__init__(message)
         self.code = code
         self.message = message
         self.fault = fault
         self.pinned = pinned
         self.reason = reason
+        self.kind = kind
 
     @property
     def transient(self):
+        """A replay of the same request can succeed as it is."""
         return self.fault == TRANSIENT
 
     @property
-    def run(self):
+    def refused(self):
         """The service refused what the request carried: the other requests of a delivery still go out."""
         return self.fault == REFUSED
+
+
+CONFLICT, MISSING_TABLE = "conflict", "missing table"
 
 
 def usage_error(message):
     return SinkError(EXIT_USAGE, message)
 
 
-def remote_error(message, transient=False, run=False, reason=None, pinned=None):
-    """A failure of the remote side: passing (`transient`), a refusal of what was sent (`run`; `pinned` when the
-    service named the run, which is the default), else the destination's."""
-    fault = TRANSIENT if transient else REFUSED if run else DESTINATION
-    return SinkError(EXIT_REMOTE, message, fault, run if pinned is None else pinned, reason)
+def remote_error(message, transient=False, refused=False, pinned=None, reason=None, kind=None):
+    """A failure of the remote side: passing (`transient`), a refusal of what was sent (`refused`; `pinned` when
+    the service named the run, which is the default), else the destination's."""
+    fault = TRANSIENT if transient else REFUSED if refused else DESTINATION
+    return SinkError(EXIT_REMOTE, message, fault, refused if pinned is None else pinned, reason, kind)
 
 
 # -- secrets -------------------------------------------------------------------------------------------------------
@@ -2084,7 +2091,7 @@ def _replay(sink, config, ctx, spool, progress, until=None, tally=None):
     claims = Claims(spool)
     failure = None
     while not failure and (until is None or time.monotonic() < until):
-        claimed = claims.take(getattr(sink, "REPLAY_GROUP", REPLAY_RUNS))
+        claimed = claims.take(REPLAY_RUNS)
         if not claimed:
             break
         runs = _claimed_runs(ctx, spool, claimed, record, tally, progress)

@@ -610,8 +610,8 @@ def test_per_row_results_map_by_position():
     }
     whole, outcomes = cassandra.insert_outcome(CONFIG, req, body)
     assert whole is None and outcomes[0] is None
-    assert outcomes[1].run and "INVALID_COLUMN_VALUES: bad" in outcomes[1].message
-    assert outcomes[2].transient and not outcomes[2].run
+    assert outcomes[1].refused and "INVALID_COLUMN_VALUES: bad" in outcomes[1].message
+    assert outcomes[2].transient and not outcomes[2].refused
 
 
 @pytest.mark.parametrize(
@@ -630,7 +630,7 @@ def test_per_row_results_map_by_position():
 )
 def test_whose_fault_an_error_is(error, run, transient, words):
     outcome = cassandra.data_error(CONFIG, error)
-    assert (outcome.run, outcome.transient) == (run, transient)
+    assert (outcome.refused, outcome.transient) == (run, transient)
     assert words in outcome.message and "\n" not in outcome.message
 
 

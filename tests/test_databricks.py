@@ -278,7 +278,7 @@ def test_write_conflicts_are_transient_and_retried_at_once():
     error = {"error_code": "ABORTED", "message": "[DELTA_CONCURRENT_APPEND] ConcurrentAppendException: files added"}
     with pytest.raises(SinkError) as caught:
         db.parse_response(config(), response(200, statement("FAILED", error)))
-    assert caught.value.transient and caught.value.conflict
+    assert caught.value.transient and caught.value.kind == db.sink.CONFLICT
 
 
 def test_integer_error_codes_are_read():

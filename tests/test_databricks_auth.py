@@ -701,7 +701,7 @@ def test_the_table_is_created_at_most_once_per_invocation(workspace):
     workspace.drop_table(TABLE)
     with pytest.raises(SinkError) as caught:
         db.write(second, config, ctx)
-    assert caught.value.missing_table and not caught.value.run
+    assert caught.value.kind == db.sink.MISSING_TABLE and not caught.value.refused
     assert statements(workspace) == ["MERGE", "CREATE", "MERGE", "MERGE"]
 
 

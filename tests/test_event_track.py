@@ -762,7 +762,7 @@ def test_daily_quota_is_read_from_the_429_body():
     config = {"provider": "amplitude", "user_id": "peepshow-cli"}
     users = _response(body={"code": 429, "exceeded_daily_quota_users": {"peepshow-cli": 500200}})
     error = event_track.daily_quota_error(config, users)
-    assert error.transient and not error.run
+    assert error.transient and not error.refused
     assert "user_id 'peepshow-cli'" in error.message and "500,200 events" in error.message
     devices = _response(body={"code": 429, "exceeded_daily_quota_users": {}, "exceeded_daily_quota_devices": {"d1": 9}})
     assert "device_id 'd1'" in event_track.daily_quota_error(config, devices).message
@@ -778,7 +778,7 @@ def test_amplitude_silenced_events_are_the_runs_own_failure():
     body = {"code": 400, "error": "Events silenced for device_id", "silenced_devices": ["d1"], "silenced_events": [1]}
     failures = event_track.parse_response(config, {"rows": [0, 1], "url": "/batch"}, _response(400, body))
     assert list(failures) == [1]
-    assert failures[1].run and "silenced" in failures[1].message
+    assert failures[1].refused and "silenced" in failures[1].message
 
 
 def test_a_live_amplitude_run_throttled_is_kept_at_once_not_held_for_30_seconds(run_sink, analytics, spool):
