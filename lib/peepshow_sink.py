@@ -988,9 +988,125 @@ def redirect_error(response, what, variable):
     )
 
 
+def throttled_error(what, response, detail=""):
+    """The failure of a request the service still throttled (HTTP 429) when its deadline came: passing, saying for
+    how long, so that nobody reads it as a timeout."""
+    said = f": {detail}" if detail else ""
+    return remote_error(
+        f"{what} throttled the request (HTTP 429{said}) for {response.throttled:.0f}s, all the time "
+        "PEEPSHOW_SINK_TIMEOUT left it",
+        transient=True,
+    )
+
+
+def send_renewing(ctx, req, credential, attach, refused_statuses=(401,), **send_options):
+    """Send `req` with the current credential; when the service refuses it (one of `refused_statuses`: an expired
+    or revoked token), send it once more with a renewed one. `credential` has current(ctx) -> a value and
+    renewed(ctx, refused_value) -> a new value, or None when there is none worth trying; `attach(req, value)` is the
+    request carrying it. Returns the last Response (send's options apply to each sending)."""
+    used = credential.current(ctx)
+    response = send(ctx, attach(req, used), **send_options)
+    if response.status in refused_statuses:
+        fresh = credential.renewed(ctx, used)
+        if fresh is not None and fresh != used:
+            log(ctx, f"HTTP {response.status} with the credential held: sending again with a new one")
+            response = send(ctx, attach(req, fresh), **send_options)
+    return response
+
+
+class CreateOnce:
+    """What a delivery creates when it finds it missing (a table), at most once per invocation: the first request
+    that needs it creates it with `create(ctx, *args)`, concurrent requests wait for that, and its failure is every
+    later asker's failure. `created` tells whether it was made (or found made)."""
+
+    __slots__ = ("create", "tried", "created", "failure", "lock")
+
+    def __init__(self, create):
+        import threading
+
+        self.create, self.tried, self.created, self.failure = create, False, False, None
+        self.lock = threading.Lock()
+
+    def ensure(self, ctx, *args):
+        with self.lock:
+            if not self.tried:
+                self.tried = True
+                try:
+                    self.create(ctx, *args)
+                    self.created = True
+                except SinkError as error:
+                    self.failure = error
+            if self.failure is not None:
+                raise self.failure
+
+
 def log(ctx, message):
     if ctx.verbose:
         print(redact(f"{ctx.name}: {message}"), file=sys.stderr, flush=True)
+
+
+# -- what every sink's delivery shares ---------------------------------------------------------------------------------
+
+
+def chunked(sizes, most_items, most_bytes):
+    """Lists of consecutive indices, each what one request may carry: at most `most_items` items and `most_bytes`
+    of their `sizes` (an item larger than `most_bytes` alone gets a list of its own)."""
+    chunk, total = [], 0
+    for index, size in enumerate(sizes):
+        if chunk and (len(chunk) >= most_items or total + size > most_bytes):
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(index)
+        total += size
+    if chunk:
+        yield chunk
+
+
+def deliver_each(requests, count, send_one, concurrency=1):
+    """Per-run outcomes (None: delivered) of the `count` runs `requests` carry: `send_one(req)` returns one outcome
+    per entry of req.rows, or raises a SinkError meaning all of them. After the first failure that is not a
+    refusal (the destination's, or a passing one) no request not yet sent is sent, since every one would meet it
+    too: their runs get that failure. With `concurrency` above 1, that many requests are in flight at once."""
+    outcomes = [None] * count
+    stopped = []
+
+    def one(req):
+        if stopped:
+            results = [stopped[0]] * len(req.rows)
+        else:
+            try:
+                results = send_one(req)
+            except SinkError as error:
+                results = [error] * len(req.rows)
+        for index, outcome in zip(req.rows, results):
+            outcomes[index] = outcome
+            if outcome is not None and not outcome.refused and not stopped:
+                stopped.append(outcome)
+
+    if concurrency <= 1 or len(requests) <= 1:
+        for req in requests:
+            one(req)
+        return outcomes
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(requests))) as pool:
+        list(pool.map(one, requests))
+    return outcomes
+
+
+def column_problems(columns, found, missing, retyped, extra):
+    """--check's verdict on a table's columns against the `columns` a sink writes ((name, type) pairs): a list of
+    one-line problems, each with its fix, worded by the sink in its API's own terms. `found` maps each of the
+    table's columns (by the name the sink writes it under) to what the API reports of it; `missing(name, kind)`
+    words a column the table lacks, `retyped(name, kind, column)` one that holds what the sink writes otherwise
+    (None when it lands unchanged), `extra(name, column)` one the sink does not write (None when it does no harm)."""
+    problems = []
+    for name, kind in columns:
+        column = found.get(name)
+        problems.append(missing(name, kind) if column is None else retyped(name, kind, column))
+    written = dict(columns)
+    problems += [extra(name, column) for name, column in found.items() if name not in written]
+    return [problem for problem in problems if problem]
 
 
 # -- the spool: runs waiting for a destination ---------------------------------------------------------------------

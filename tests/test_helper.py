@@ -264,3 +264,68 @@ def test_base_urls_drop_query_and_fragment_endpoints_keep_the_query():
 @pytest.mark.parametrize(("value", "stored"), [(None, 0.0), (42, 42.0), (12.5, 12.5), (10**400, 0.0)])
 def test_tables_store_0_for_an_unknown_duration(value, stored):
     assert sink.table_duration(value) == stored
+
+
+# -- what every sink's delivery shares -------------------------------------------------------------------------------
+
+
+def test_chunked_by_count_and_bytes():
+    assert list(sink.chunked([1, 1, 1, 1, 1], 2, 100)) == [[0, 1], [2, 3], [4]]
+    assert list(sink.chunked([60, 50, 10, 200, 5], 10, 100)) == [[0], [1, 2], [3], [4]]
+    assert list(sink.chunked([], 2, 10)) == []
+
+
+def test_deliver_each_stops_at_the_first_failure_that_is_not_a_refusal():
+    requests = [sink.request("POST", f"u{number}", rows=[2 * number, 2 * number + 1]) for number in range(4)]
+    refused = sink.remote_error("refused", refused=True)
+    down = sink.remote_error("down", transient=True)
+    sent = []
+
+    def send_one(req):
+        sent.append(req.url)
+        if req.url == "u0":
+            return [None, refused]
+        if req.url == "u1":
+            raise down
+        return [None, None]
+
+    outcomes = sink.deliver_each(requests, 8, send_one)
+    assert sent == ["u0", "u1"]
+    assert outcomes == [None, refused, down, down, down, down, down, down]
+
+
+def test_deliver_each_sends_every_request_when_nothing_stops_it_concurrently():
+    requests = [sink.request("POST", f"u{number}", rows=[number]) for number in range(20)]
+    outcomes = sink.deliver_each(requests, 20, lambda req: [None], concurrency=5)
+    assert outcomes == [None] * 20
+
+
+def test_create_once_creates_once_and_shares_its_failure():
+    made = []
+    once = sink.CreateOnce(lambda ctx, name: made.append(name))
+    once.ensure(None, "t")
+    once.ensure(None, "t")
+    assert made == ["t"] and once.created
+
+    def refuse(ctx):
+        made.append("again")
+        raise sink.remote_error("no permission")
+
+    failing = sink.CreateOnce(refuse)
+    for _ in range(2):
+        with pytest.raises(sink.SinkError):
+            failing.ensure(None)
+    assert made == ["t", "again"] and not failing.created
+
+
+def test_column_problems_words_each_difference_in_the_sinks_terms():
+    columns = (("a", "text"), ("b", "bigint"), ("c", "double"))
+    found = {"a": "text", "b": "int", "x": "text"}
+    problems = sink.column_problems(
+        columns,
+        found,
+        missing=lambda name, kind: f"{name} missing",
+        retyped=lambda name, kind, column: None if column == kind else f"{name} is {column}",
+        extra=lambda name, column: f"{name} extra",
+    )
+    assert problems == ["b is int", "c missing", "x extra"]
