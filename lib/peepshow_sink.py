@@ -371,7 +371,7 @@ def parse_iso(value):
 
 
 def table_duration(seconds):
-    """What tables store for `duration`: the number as a double, 0 when unknown (SPEC §1) or not a finite double
+    """What tables store for `duration`: the number as a double, 0 when unknown or not a finite double
     (an integer too large for one)."""
     try:
         seconds = float(seconds) if seconds is not None else 0.0
@@ -403,7 +403,7 @@ def thumbnail_url(payload, env):
 
 
 def derive(payload, env, now=None, source="stdin", identity=None):
-    """The values every sink writes (SPEC §1), computed once per run. Raises SinkError(4) for an unusable run,
+    """The values every sink writes, computed once per run. Raises SinkError(4) for an unusable run,
     naming `source` (where the document came from).
 
     `created_at` comes from the payload's `createdAt` (manifests, and runs replayed from the spool, carry it),
@@ -443,7 +443,6 @@ def derive(payload, env, now=None, source="stdin", identity=None):
         thumbnail_url=thumbnail if thumbnail is None or len(thumbnail) <= COLUMN_LIMIT else None,
         strategy=strategy and cut_utf8(strategy, COLUMN_LIMIT),
         tags=fit_json(tags, TAGS_LIMIT),
-        tag_values=tags,
         created_at=iso_millis(created if created is not None else (now if now is not None else time.time())),
         identity=identity,
         payload=payload,
@@ -461,7 +460,6 @@ class Run:
     thumbnail_url  PEEPSHOW_FRAME_BASE_URL + "/" + the first frame's file name, or None
     strategy       scene, fps (whatever the run says), or None
     tags           the tag bag as compact JSON text that always parses, at most 1 MiB
-    tag_values     the tag bag as a dict (numbers as text)
     created_at     RFC 3339 in UTC with milliseconds: the payload's createdAt, else when the sink first saw the run
     identity       32 hex digits naming the run across invocations (run_identity)
     payload        the payload as the spool keeps it (the transcript cut, its segments dropped)
@@ -476,7 +474,6 @@ class Run:
         "thumbnail_url",
         "strategy",
         "tags",
-        "tag_values",
         "created_at",
         "identity",
         "payload",
@@ -523,11 +520,11 @@ def run_identity(payload):
         # and its segments, the same words again, not at all.
         words = spoken.get("text")
         if isinstance(words, str):
-            words = _digest("sha256", words.encode("utf-8", "surrogatepass")).hex()
+            words = digest("sha256", words.encode("utf-8", "surrogatepass")).hex()
         spoken = {key: value for key, value in spoken.items() if key not in ("text", "segments")}
         material["audio"] = dict(audio, transcript=dict(spoken, text=words))
     encoded = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return _digest("sha256", encoded.encode("utf-8", "surrogatepass"))[:16].hex()
+    return digest("sha256", encoded.encode("utf-8", "surrogatepass"))[:16].hex()
 
 
 def fit_json(values, limit, measure=None):
@@ -608,16 +605,6 @@ def _without_bulk(payload, transcript):
     if transcript is not None:
         spoken["text"] = transcript
     return dict(payload, audio=dict(audio, transcript=spoken))
-
-
-def stable_id(*parts):
-    """A UUIDv5-shaped id of the parts: the same run always gets the same dedup id, retries and replays alike."""
-    name = "\x1f".join(parts).encode("utf-8", "surrogatepass")
-    digest = bytearray(_digest("sha1", name)[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    hexed = digest.hex()
-    return f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}"
 
 
 # -- HTTP ----------------------------------------------------------------------------------------------------------
@@ -1150,10 +1137,10 @@ def spool_dir(env, name):
 
 def destination_key(material):
     """A short, non-reversible name for a destination (its identity may include a token: never in a file name)."""
-    return _digest("sha256", "\x1f".join(material).encode("utf-8")).hex()[:16]
+    return digest("sha256", "\x1f".join(material).encode("utf-8")).hex()[:16]
 
 
-def _digest(algorithm, data):
+def digest(algorithm, data):
     """SHA-1 (UUIDv5 ids, not secrets) or SHA-256 of `data`.
 
     hashlib loads OpenSSL's libcrypto on import (~3 ms, a few percent of a whole run); CPython's own built-in
