@@ -5,6 +5,7 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -23,6 +24,19 @@ FIXTURE_NAMES = sorted(path.name for path in FIXTURES.glob("*.json"))
 # Python 3.11+ and the zipapps on each Python from 3.9).
 SINK_PYTHON = os.environ.get("PEEPSHOW_SINK_PYTHON") or sys.executable
 WINDOWS = os.name == "nt"
+# The checkout's venv, as build.sh makes it.
+VENV_PYTHON = ROOT / ".venv" / ("Scripts/python.exe" if WINDOWS else "bin/python")
+
+
+def bash_script(path, *args):
+    """The command line that runs one of the repository's bash scripts (build.sh, .ci/*): the script itself on Linux
+    and macOS (its shebang); on Windows, which knows no shebang, the bash on PATH (Git's: CreateProcess would look in
+    System32 first, where bash.exe is WSL's) with the script's path in forward slashes, which its dirname reads."""
+    if not WINDOWS:
+        return [str(path), *map(str, args)]
+    return [shutil.which("bash") or "bash", Path(path).as_posix(), *map(str, args)]
+
+
 # Why the tests of what a terminal shows are Linux and macOS only.
 NO_PTY = "pty is POSIX-only: the standard library cannot give a child a Windows console (ConPTY)"
 # What no Windows process does without (Winsock needs SYSTEMROOT; tempfile, TEMP), kept in the tests' otherwise

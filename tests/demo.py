@@ -13,6 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.conftest import minimal_env  # noqa: E402
 from tests.emulators.amplitude import Amplitude  # noqa: E402
 from tests.emulators.dataapi import DataAPI  # noqa: E402
 from tests.emulators.databricks import DEFAULT_SERVICE_PRINCIPALS, Databricks  # noqa: E402
@@ -30,9 +31,9 @@ def show(value, limit=160):
 
 
 def run(zipapp, env, workdir):
+    home = os.path.expanduser("~")
     full_env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", workdir),
+        **minimal_env(home if home != "~" else workdir),
         "PEEPSHOW_SINK_SPOOL_DIR": os.path.join(workdir, "spool"),
         "PEEPSHOW_FRAME_BASE_URL": "https://frames.example.com/runs",
         **env,
