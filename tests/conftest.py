@@ -37,6 +37,10 @@ def bash_script(path, *args):
     return [shutil.which("bash") or "bash", Path(path).as_posix(), *map(str, args)]
 
 
+# PEEPSHOW_SINK_TIMEOUT for a test that needs the words "connection refused": Windows takes ~2 s to report a refused
+# loopback connection (it sends the SYN again first, and Python cannot shorten that), so a short deadline ends the
+# first attempt as "no answer" there; given time, all six attempts are refused (in 12 to 28 s).
+REFUSED_TIMEOUT = "60" if WINDOWS else "2"
 # Why the tests of what a terminal shows are Linux and macOS only.
 NO_PTY = "pty is POSIX-only: the standard library cannot give a child a Windows console (ConPTY)"
 # What no Windows process does without (Winsock needs SYSTEMROOT; tempfile, TEMP), kept in the tests' otherwise
