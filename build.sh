@@ -20,6 +20,9 @@ case "$(uname -s)" in
         BIN=$VENV/Scripts
         PYTHON=${PYTHON:-python}
         export MSYS_NO_PATHCONV=1 MSYS2_ARG_CONV_EXCL='*'
+        # The tools and tests read and write their own files as UTF-8, not in the ANSI code page; the sinks run
+        # without it, in the bare environments the tests give them.
+        export PYTHONUTF8=1
         ;;
     *)
         BIN=$VENV/bin
