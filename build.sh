@@ -13,10 +13,25 @@ cd "$(dirname "$0")"
 
 read -r -a SINKS <<< "${SINKS:-event-track databricks cassandra}"
 VENV=.venv
-PYTHON=${PYTHON:-python3}
+case "$(uname -s)" in
+    MINGW* | MSYS* | CYGWIN*)
+        # Git Bash on Windows: a venv keeps its programs in Scripts/, and Python is `python`. Arguments go to the
+        # Windows programs as written: MSYS would rewrite shiv's '/usr/bin/env python3' into a C:/ path.
+        BIN=$VENV/Scripts
+        PYTHON=${PYTHON:-python}
+        export MSYS_NO_PATHCONV=1 MSYS2_ARG_CONV_EXCL='*'
+        # The tools and tests read and write their own files as UTF-8, not in the ANSI code page; the sinks run
+        # without it, in the bare environments the tests give them.
+        export PYTHONUTF8=1
+        ;;
+    *)
+        BIN=$VENV/bin
+        PYTHON=${PYTHON:-python3}
+        ;;
+esac
 
 setup() {
-    if [ ! -x "$VENV/bin/python" ]; then
+    if [ ! -x "$BIN/python" ]; then
         # The tools need 3.11+ (coverage, zizmor; tomllib for the version); the zipapps they build run on 3.9+.
         if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
             echo "build.sh: the build and test tools need Python 3.11 or newer: set PYTHON=python3.11 (or later)" >&2
@@ -27,13 +42,14 @@ setup() {
     local stamp
     stamp="$VENV/.installed-$(sha256sum requirements-dev.txt | cut -c1-16)"
     if [ ! -f "$stamp" ]; then
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+        "$BIN/python" -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
         touch "$stamp"
     fi
 }
 
 project_version() {
-    "$VENV/bin/python" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])'
+    # No newline: on Windows print() would end the line with a CR that $(...) keeps.
+    "$BIN/python" -c 'import sys, tomllib; sys.stdout.write(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])'
 }
 
 build() {
@@ -66,11 +82,11 @@ build() {
             > "$stage/peepshow_sinks-$version.dist-info/METADATA"
         # pip's --no-compile: otherwise the RECORD it writes for urllib3 lists __pycache__/*.cpython-3XX.pyc, and
         # builds by two Python versions (a release's, a user's) differ.
-        SOURCE_DATE_EPOCH=315532800 "$VENV/bin/shiv" --quiet --reproducible --compressed --compile-pyc \
+        SOURCE_DATE_EPOCH=315532800 "$BIN/shiv" --quiet --reproducible --compressed --compile-pyc \
             --python '/usr/bin/env python3' --entry-point "$module:main" \
             --site-packages "./$stage" --output-file "./build/zipapp/$name.pyz" \
             --no-deps --no-compile "$urllib3_pin" --disable-pip-version-check
-        "$VENV/bin/python" - "build/zipapp/$name.pyz" "$name" "$version" <<'PY'
+        "$BIN/python" - "build/zipapp/$name.pyz" "$name" "$version" <<'PY'
 # Replace shiv's __main__.py with one that survives a missing or read-only HOME: shiv unpacks the zipapp into
 # ~/.shiv on first run and would die there with a traceback. Entries keep their order and timestamps, so the
 # build stays byte-for-byte reproducible. The archive comment says what the file is without running it
@@ -116,6 +132,8 @@ def _private(path):
         info = os.lstat(path)
     except OSError:
         return False
+    # Windows has no uid and shows every folder as writable by all (0o777): no fallback passes there, and a run whose
+    # profile is unusable unpacks into a new folder of its own (mkdtemp), slower but never another user's.
     owner = getattr(os, "getuid", lambda: info.st_uid)()
     return stat.S_ISDIR(info.st_mode) and info.st_uid == owner and not info.st_mode & 0o022
 
@@ -160,14 +178,22 @@ PY
 }
 
 write_checksums() {
-    # What a release attaches, in `sha256sum -c` form: every zipapp in dist/, in a locale-independent order.
-    (
-        cd dist
-        export LC_ALL=C
-        local files=(*.pyz peepshow-sink-*)
-        sha256sum -- "${files[@]}" > SHA256SUMS.tmp
-        mv SHA256SUMS.tmp SHA256SUMS
-    )
+    # What a release attaches, in `sha256sum -c` form: every zipapp in dist/, in a locale-independent order. Written
+    # by Python: Git Bash's sha256sum marks the files '*' (binary) when its stdin is no terminal, so its lines would
+    # depend on the system and on how the build was started.
+    "$BIN/python" - <<'PY'
+import glob
+import hashlib
+import os
+
+os.chdir("dist")
+names = sorted(glob.glob("*.pyz")) + sorted(glob.glob("peepshow-sink-*"))
+with open("SHA256SUMS.tmp", "w", encoding="utf-8", newline="\n") as sums:
+    for name in names:
+        with open(name, "rb") as handle:
+            sums.write(f"{hashlib.sha256(handle.read()).hexdigest()}  {name}\n")
+os.replace("SHA256SUMS.tmp", "SHA256SUMS")
+PY
 }
 
 lint_workflows() {
@@ -178,8 +204,8 @@ lint_workflows() {
     if [ ${#files[@]} -eq 0 ]; then
         files=(.github/workflows/*.yml)
     fi
-    "$VENV/bin/actionlint" -shellcheck "$VENV/bin/shellcheck" -pyflakes= -- "${files[@]}" || failed=1
-    "$VENV/bin/zizmor" --offline --no-progress --color=never --persona=pedantic --strict-collection --quiet \
+    "$BIN/actionlint" -shellcheck "$BIN/shellcheck" -pyflakes= -- "${files[@]}" || failed=1
+    "$BIN/zizmor" --offline --no-progress --color=never --persona=pedantic --strict-collection --quiet \
         -- "${files[@]}" || failed=1
     return "$failed"
 }
@@ -194,19 +220,19 @@ case "$command" in
     demo)
         setup
         build
-        "$VENV/bin/python" tests/demo.py
+        "$BIN/python" tests/demo.py
         ;;
     test)
         setup
         build
         lint_workflows
-        "$VENV/bin/ruff" check .
-        "$VENV/bin/ruff" format --check .
+        "$BIN/ruff" check .
+        "$BIN/ruff" format --check .
         rm -f .coverage .coverage.*
-        "$VENV/bin/python" -m coverage run -m pytest "${@:2}"
+        "$BIN/python" -m coverage run -m pytest "${@:2}"
         # The zipapps run in subprocesses, measured too: combine, with their modules mapped back to bin/ and lib/.
-        "$VENV/bin/python" tests/coverage_combine.py
-        "$VENV/bin/python" -m coverage report
+        "$BIN/python" tests/coverage_combine.py
+        "$BIN/python" -m coverage report
         ;;
     lint-workflows)
         setup
@@ -215,7 +241,7 @@ case "$command" in
     bench)
         setup
         build
-        "$VENV/bin/python" tests/benchmark.py "${@:2}"
+        "$BIN/python" tests/benchmark.py "${@:2}"
         ;;
     *)
         echo "usage: ./build.sh [build|demo|test|lint-workflows|bench]" >&2

@@ -1110,6 +1110,10 @@ def column_problems(columns, found, missing, retyped, extra):
 # legacy_destinations still gives: those replay too.
 
 
+# The variable that names the user's home: USERPROFILE on Windows, as Python's expanduser, the Databricks CLI and its
+# SDKs read it there (a HOME that a Unix-like shell sets on Windows is that shell's), HOME everywhere else.
+HOME_VARIABLE = "USERPROFILE" if os.name == "nt" else "HOME"
+
 SPOOL_SWITCH = {"off": False, "0": False, "false": False, "no": False, "on": True, "1": True, "true": True, "yes": True}
 
 
@@ -1129,8 +1133,8 @@ def spool_dir(env, name):
     if switch is not None and not SPOOL_SWITCH[switch.lower()]:
         return None
     root = env_value(env, "PEEPSHOW_SINK_SPOOL_DIR") or os.path.join("~", ".peepshow", "spool")
-    home = env_value(env, "HOME")
-    if home and (root == "~" or root.startswith("~" + os.sep)):
+    home = env_value(env, HOME_VARIABLE)
+    if home and (root == "~" or root[:2] in ("~" + os.sep, "~" + (os.altsep or os.sep))):
         root = home + root[1:]
     return os.path.join(os.path.abspath(os.path.expanduser(root)), name)
 
@@ -1605,8 +1609,9 @@ Shared environment:
   HTTPS_PROXY, HTTP_PROXY, NO_PROXY, SSL_CERT_FILE   honoured
 
 Exit codes: 0 delivered, 2 usage or configuration, 3 missing dependency, 4 malformed stdin,
-  5 remote or network failure, 130 / 143 interrupted (SIGINT / SIGTERM; the run is kept). A run that was not
-  delivered is kept in the spool; one the service refused while it took others is set aside as *.rejected.
+  5 remote or network failure, 130 / 143 interrupted (SIGINT / SIGTERM; 149: Ctrl-Break on Windows; the run is
+  kept). A run that was not delivered is kept in the spool; one the service refused while it took others is set
+  aside as *.rejected.
 """
 
 PRINT_SCHEMA_HELP = "  --print-schema   print the table definition (no host or credential needed)\n"
@@ -1619,7 +1624,8 @@ _END = object()
 
 
 class Interrupted(BaseException):
-    """SIGTERM, raised in the main thread as SIGINT raises KeyboardInterrupt; `code` is the exit code."""
+    """SIGTERM (and Windows' SIGBREAK), raised in the main thread as SIGINT raises KeyboardInterrupt; `code` is the
+    exit code."""
 
     def __init__(self, code):
         super().__init__(code)
@@ -1651,10 +1657,17 @@ def main(sink, argv=None, env=None, stdin=None, stdout=None, stderr=None):
 
 def _tolerant(stream):
     """The stream, writing what its encoding cannot hold as escapes (`\\xe9`) instead of failing: a terminal or
-    PYTHONIOENCODING set to ASCII must not turn a run's non-ASCII title into a crash or a lost error message."""
+    PYTHONIOENCODING set to ASCII must not turn a run's non-ASCII title into a crash or a lost error message.
+
+    On Windows Python writes a pipe in the ANSI code page and every newline as CRLF: the stream is made UTF-8 (unless
+    PYTHONIOENCODING says otherwise) with plain newlines, so that what peepshow reads, --dry-run's exact requests and
+    --print-schema's table are the same bytes on every system."""
     if stream is not None and hasattr(stream, "reconfigure"):
+        options = {"errors": "backslashreplace", "newline": "\n"}
+        if os.name == "nt" and not os.environ.get("PYTHONIOENCODING"):
+            options["encoding"] = "utf-8"
         try:
-            stream.reconfigure(errors="backslashreplace")
+            stream.reconfigure(**options)
         except (ValueError, OSError):  # a closed or detached stream: writing to it fails anyway, and is caught
             pass
     return stream
@@ -1763,7 +1776,11 @@ def _spool(sink, config, env):
 
 
 def _on_sigterm():
-    """SIGTERM (a cancelled CI job, `timeout`, a stopped container) interrupts like Ctrl-C, so the run is kept."""
+    """SIGTERM (a cancelled CI job, `timeout`, a stopped container) interrupts like Ctrl-C, so the run is kept.
+
+    Windows delivers no SIGTERM from outside (Popen.terminate, taskkill /F and Task Manager end a process as SIGKILL
+    does): a console program's polite stop there is Ctrl-Break (CTRL_BREAK_EVENT, SIGBREAK), which interrupts the
+    same way (exit 149)."""
     import signal
 
     def interrupt(number, frame):
@@ -1771,6 +1788,8 @@ def _on_sigterm():
 
     try:
         signal.signal(signal.SIGTERM, interrupt)
+        if os.name == "nt":
+            signal.signal(signal.SIGBREAK, interrupt)
     except (ValueError, OSError):  # not the main thread (an embedding caller): keep its handlers
         pass
 
@@ -2065,7 +2084,11 @@ def _deliver_live(sink, config, ctx, spool, row, stderr):
     worker = threading.Thread(target=guarded, name="deliver", daemon=True)
     worker.start()
     try:
-        worker.join(max(0.0, ctx.deadline - time.monotonic()) + 0.25)
+        # In slices: on Windows a signal does not interrupt a wait for a thread (Python runs its handler only once
+        # the wait is over), so one long join would hold Ctrl-C or Ctrl-Break until the deadline.
+        stop = ctx.deadline + 0.25
+        while worker.is_alive() and time.monotonic() < stop:
+            worker.join(min(0.1, max(0.0, stop - time.monotonic())))
     except (KeyboardInterrupt, Interrupted) as interrupt:
         code = interrupt.code if isinstance(interrupt, Interrupted) else 130
         return _interrupted(sink, ctx, spool, held, row, state, code, stderr)
@@ -2132,7 +2155,7 @@ def _interrupted(sink, ctx, spool, held, row, state, code, stderr):
     """A signal during a live run: undo what is in flight (a running statement), keep the run, say so."""
     ctx.deadline = time.monotonic()  # whatever the worker does next gives up at once
     _undo(ctx)
-    signal_name = "SIGINT" if code == 130 else "SIGTERM"
+    signal_name = {130: "SIGINT", 143: "SIGTERM"}.get(code, "SIGBREAK")  # 149: Ctrl-Break, on Windows
     if state.get("live", "unsettled") is None:
         if held:
             spool_release(held, "delivered")

@@ -5,7 +5,10 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import shutil
+import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -20,6 +23,74 @@ FIXTURE_NAMES = sorted(path.name for path in FIXTURES.glob("*.json"))
 # The Python that runs the zipapps: the one running the tests, unless CI sets another (its matrix runs the suite on
 # Python 3.11+ and the zipapps on each Python from 3.9).
 SINK_PYTHON = os.environ.get("PEEPSHOW_SINK_PYTHON") or sys.executable
+WINDOWS = os.name == "nt"
+# The checkout's venv, as build.sh makes it.
+VENV_PYTHON = ROOT / ".venv" / ("Scripts/python.exe" if WINDOWS else "bin/python")
+
+
+def bash_script(path, *args):
+    """The command line that runs one of the repository's bash scripts (build.sh, .ci/*): the script itself on Linux
+    and macOS (its shebang); on Windows, which knows no shebang, the bash on PATH (Git's: CreateProcess would look in
+    System32 first, where bash.exe is WSL's) with the script's path in forward slashes, which its dirname reads."""
+    if not WINDOWS:
+        return [str(path), *map(str, args)]
+    return [shutil.which("bash") or "bash", Path(path).as_posix(), *map(str, args)]
+
+
+# PEEPSHOW_SINK_TIMEOUT for a test that needs the words "connection refused": Windows takes ~2 s to report a refused
+# loopback connection (it sends the SYN again first, and Python cannot shorten that), so a short deadline ends the
+# first attempt as "no answer" there; given time, all six attempts are refused (in 12 to 28 s).
+REFUSED_TIMEOUT = "60" if WINDOWS else "2"
+# Why the tests of what a terminal shows are Linux and macOS only.
+NO_PTY = "pty is POSIX-only: the standard library cannot give a child a Windows console (ConPTY)"
+# What no Windows process does without (Winsock needs SYSTEMROOT; tempfile, TEMP), kept in the tests' otherwise
+# minimal environments.
+WINDOWS_BASICS = ("SYSTEMROOT", "SYSTEMDRIVE", "WINDIR", "COMSPEC", "PATHEXT", "TEMP", "TMP")
+
+
+def minimal_env(home=None, **extra):
+    """A user's bare environment: PATH, the home `home` (unset when None: HOME, and USERPROFILE on Windows, where
+    the sinks and Python read that one), on Windows what every process there needs, and `extra`."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    if WINDOWS:
+        env.update({key: os.environ[key] for key in WINDOWS_BASICS if key in os.environ})
+    if home is not None:
+        env["HOME"] = str(home)
+        if WINDOWS:
+            env["USERPROFILE"] = str(home)
+    env.update(extra)
+    return env
+
+
+# How a test stops a sink politely, and the exit code that says it was: SIGINT and SIGTERM on Linux and macOS. Windows
+# delivers neither to one process (Popen.terminate is a kill, and Ctrl-C reaches every process of the console, pytest
+# too): there it is Ctrl-Break, sent to the sink's own process group (OWN_GROUP), which the sink takes as SIGTERM.
+if WINDOWS:
+    POLITE_STOPS = {"CTRL_BREAK": (signal.CTRL_BREAK_EVENT, 128 + signal.SIGBREAK)}
+    OWN_GROUP = subprocess.CREATE_NEW_PROCESS_GROUP
+else:
+    POLITE_STOPS = {"SIGINT": (signal.SIGINT, 130), "SIGTERM": (signal.SIGTERM, 143)}
+    OWN_GROUP = 0
+
+
+def assert_mode(path, mode):
+    """`path` has the POSIX permission bits `mode` (0o600, 0o700). Windows has none to check: os.chmod sets only the
+    read-only flag there, and a user's files are private by the access lists of the profile folders they are in."""
+    if not WINDOWS:
+        assert stat.S_IMODE(os.stat(path).st_mode) == mode, (path, oct(os.stat(path).st_mode))
+
+
+def python_program(path, text):
+    """A program made of the Python script `text` (its first line a shebang), as a user's PATH finds it; returns
+    the path that a command line names. Linux and macOS start `path` by its shebang; Windows starts no script,
+    so there a `<path>.cmd` beside it runs it, the way the Azure CLI and pip install programs there."""
+    path.write_text(text)
+    path.chmod(0o755)
+    if not WINDOWS:
+        return path
+    wrapper = path.with_name(path.name + ".cmd")
+    wrapper.write_text(f'@"{sys.executable}" "%~dp0{path.name}" %*\r\n@exit /b %ERRORLEVEL%\r\n', newline="")
+    return wrapper
 
 
 def fixture_bytes(name):
@@ -105,18 +176,13 @@ def sink_process(shiv_root, spool, tmp_path):
     """sink_process(name, env={...}, args=[...], direct=False) -> (command, full environment) of a zipapp run.
 
     The environment starts empty but for PATH, a private HOME, the session's SHIV_ROOT, a per-test spool and
-    coverage's settings; a variable set to None in `env` is left out.
+    coverage's settings (and on Windows what minimal_env keeps); a variable set to None in `env` is left out.
     """
 
     def prepare(name, env=None, args=(), direct=False):
         home = tmp_path / "home"
         home.mkdir(exist_ok=True)
-        full_env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(home),
-            "SHIV_ROOT": shiv_root,
-            "PEEPSHOW_SINK_SPOOL_DIR": str(spool),
-        }
+        full_env = minimal_env(home, SHIV_ROOT=shiv_root, PEEPSHOW_SINK_SPOOL_DIR=str(spool))
         # coverage measures the zipapp too (pyproject's patch = ["subprocess"]): let its settings through, unless
         # the test sets them to None (a test of what the sink itself imports).
         full_env.update({key: value for key, value in os.environ.items() if key.startswith("COVERAGE_")})
@@ -390,11 +456,17 @@ def destination(request, run_sink, sink_process, spool):
             return run_sink(sink, payload, dict(env, **overrides), args=args)
 
         def start(self, stdin=None, args=(), **overrides):
-            """The sink as a running process (to signal or kill), its payload already written to its stdin."""
+            """The sink as a running process (to signal or kill), its payload already written to its stdin. On
+            Windows it has a process group of its own, which Ctrl-Break can reach alone (see POLITE_STOPS)."""
             payload = fixture_bytes("run-full.json") if stdin is None else stdin
             command, full_env = sink_process(sink, dict(env, **overrides), args)
             process = subprocess.Popen(
-                command, env=full_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                command,
+                env=full_env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                creationflags=OWN_GROUP,
             )
             process.stdin.write(payload)
             process.stdin.close()

@@ -17,7 +17,7 @@ import json
 import sys
 import time
 
-from tests.conftest import self_signed_certificate
+from tests.conftest import python_program, self_signed_certificate
 from tests.emulators.databricks import Databricks
 from tests.emulators.identity import AZURE_DATABRICKS, DEFAULT_TENANT, EntraId
 from tests.proxy import Proxy
@@ -60,9 +60,7 @@ class FakeAz:
 
     def __init__(self, folder):
         self.folder = folder
-        self.path = folder / "az"
-        self.path.write_text(FAKE_AZ.format(python=sys.executable))
-        self.path.chmod(0o755)
+        self.path = python_program(folder / "az", FAKE_AZ.format(python=sys.executable))
         self.logout()
 
     def login(self, entra, upn="ada@contoso.example", as_app=None, tenant=DEFAULT_TENANT, managed=False, old=False):

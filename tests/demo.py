@@ -13,6 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.conftest import minimal_env  # noqa: E402
 from tests.emulators.amplitude import Amplitude  # noqa: E402
 from tests.emulators.dataapi import DataAPI  # noqa: E402
 from tests.emulators.databricks import DEFAULT_SERVICE_PRINCIPALS, Databricks  # noqa: E402
@@ -29,11 +30,14 @@ def show(value, limit=160):
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def run(zipapp, env, workdir):
+def run(zipapp, env, workdir, case):
+    home = os.path.expanduser("~")
     full_env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", workdir),
-        "PEEPSHOW_SINK_SPOOL_DIR": os.path.join(workdir, "spool"),
+        **minimal_env(home if home != "~" else workdir),
+        # A spool (and record of delivered runs) per case: Stargate's and the Data API's emulators listen on one
+        # host, which the sink takes for one database (the two APIs of one Cassandra), and the sample run is one
+        # run: the second would be skipped as delivered already.
+        "PEEPSHOW_SINK_SPOOL_DIR": os.path.join(workdir, f"spool-{case}"),
         "PEEPSHOW_FRAME_BASE_URL": "https://frames.example.com/runs",
         **env,
     }
@@ -108,8 +112,8 @@ def main():
     print(f"Sample run: {SAMPLE.relative_to(ROOT)}\n")
     failures = 0
     with tempfile.TemporaryDirectory() as workdir:
-        for title, zipapp, env, stored in cases:
-            code, stderr = run(zipapp, env, workdir)
+        for case, (title, zipapp, env, stored) in enumerate(cases):
+            code, stderr = run(zipapp, env, workdir, case)
             records = stored()
             status = "delivered" if code == 0 else f"FAILED (exit {code}): {stderr}"
             print(f"{title}: {status}; the emulator stored {len(records)} record(s)")

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from tests.conftest import assert_clean_failure, fixture, fixture_bytes, load_script
+from tests.conftest import assert_clean_failure, fixture, fixture_bytes, load_script, python_program
 from tests.emulators.databricks import DEFAULT_SERVICE_PRINCIPALS
 
 db = load_script("databricks")
@@ -29,7 +29,7 @@ STATEMENTS = "/api/2.0/sql/statements"
 
 def resolve(env, home=None):
     """read_config in process; `home` stands for $HOME (where ~/.databrickscfg is looked for)."""
-    return db.read_config({"HOME": str(home or "/nonexistent"), "PATH": "/nonexistent", **env})
+    return db.read_config({db.sink.HOME_VARIABLE: str(home or "/nonexistent"), "PATH": "/nonexistent", **env})
 
 
 def refused(env, home=None):
@@ -152,7 +152,7 @@ def test_credentials_are_redacted_from_the_moment_they_are_read():
 
 
 def test_a_cli_on_path_is_the_method_when_nothing_else_is_configured(fake_cli):
-    config = db.read_config({**BASE, "HOME": "/nonexistent", "PATH": str(fake_cli.folder)})
+    config = db.read_config({**BASE, db.sink.HOME_VARIABLE: "/nonexistent", "PATH": str(fake_cli.folder)})
     assert config["auth"]["type"] == "databricks-cli" and config["auth"]["implicit"]
     assert config["auth"]["command"] == [str(fake_cli.path), "auth", "token", "--host", HOST]
 
@@ -306,11 +306,11 @@ def test_a_broken_file_is_a_configuration_error_naming_it(home, text):
 
 
 def test_a_u2m_profile_runs_the_cli_with_its_name(home, fake_cli):
-    env = {"HOME": str(home.folder), "PATH": str(fake_cli.folder), "DATABRICKS_CONFIG_PROFILE": "u2m"}
+    env = {db.sink.HOME_VARIABLE: str(home.folder), "PATH": str(fake_cli.folder), "DATABRICKS_CONFIG_PROFILE": "u2m"}
     assert db.read_config(env)["auth"]["command"] == [str(fake_cli.path), "auth", "token", "--profile", "u2m"]
     # As [DEFAULT] fallback (not named), the SDKs pass the host instead.
     home("[DEFAULT]\nhost = https://u.cloud.databricks.com\nauth_type = databricks-cli\nwarehouse_id = w\n")
-    env = {"HOME": str(home.folder), "PATH": str(fake_cli.folder)}
+    env = {db.sink.HOME_VARIABLE: str(home.folder), "PATH": str(fake_cli.folder)}
     command = db.read_config(env)["auth"]["command"]
     assert command[-2:] == ["--host", "https://u.cloud.databricks.com"]
 
@@ -335,9 +335,7 @@ json.dump(answer, sys.stdout, indent=2)
 class FakeCli:
     def __init__(self, folder):
         self.folder = folder
-        self.path = folder / "databricks"
-        self.path.write_text(FAKE_CLI.format(python=sys.executable))
-        self.path.chmod(0o755)
+        self.path = python_program(folder / "databricks", FAKE_CLI.format(python=sys.executable))
         self.fail("Error: no answer set by the test")
 
     def answer(self, token, expiry):

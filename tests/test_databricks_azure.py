@@ -7,13 +7,12 @@ databricks-sdk-py does, with no test-only setting; a fake `az` on PATH stands fo
 
 import json
 import os
-import stat
 import time
 import urllib.parse
 
 import pytest
 
-from tests.conftest import assert_clean_failure, fixture, load_script
+from tests.conftest import assert_clean_failure, assert_mode, fixture, load_script
 from tests.databricks_identity import AZURE_HOST, LOGIN_HOST, FakeAz, azure_workspace
 from tests.emulators.identity import AZURE_DATABRICKS, AZURE_MANAGEMENT, DEFAULT_APPLICATIONS, DEFAULT_TENANT
 
@@ -33,7 +32,9 @@ SECRET_ENV = {"ARM_CLIENT_ID": APP_ID, "ARM_CLIENT_SECRET": APP_SECRET, "ARM_TEN
 
 
 def resolve(env, path="/nonexistent"):
-    return db.read_config({"HOME": "/nonexistent", "PATH": str(path), "DATABRICKS_WAREHOUSE_ID": "wh-1", **env})
+    return db.read_config(
+        {db.sink.HOME_VARIABLE: "/nonexistent", "PATH": str(path), "DATABRICKS_WAREHOUSE_ID": "wh-1", **env}
+    )
 
 
 def refused(env, path="/nonexistent"):
@@ -318,4 +319,4 @@ def test_a_revoked_az_token_is_asked_for_again(run_sink, azure, az, tmp_path):
     (entry,) = cached(tmp_path)
     assert entry["access_token"] == second
     folder = tmp_path / "home" / ".peepshow" / "tokens"
-    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert_mode(folder, 0o700)

@@ -2,14 +2,23 @@
 
 import json
 import os
-import pty
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.conftest import DIST, FIXTURE_NAMES, TOKENS, assert_clean_failure, fixture, fixture_bytes, load_script
+from tests.conftest import (
+    DIST,
+    FIXTURE_NAMES,
+    NO_PTY,
+    TOKENS,
+    WINDOWS,
+    assert_clean_failure,
+    fixture,
+    fixture_bytes,
+    load_script,
+)
 
 PROVIDERS = ("mixpanel", "amplitude", "segment")
 
@@ -521,7 +530,10 @@ def test_mixpanel_failed_records_reject_only_the_named_runs(run_sink, analytics,
     assert not list((spool / "event-track").glob("*.json"))  # rejected for good: not kept
 
 
+@pytest.mark.skipif(WINDOWS, reason=NO_PTY)
 def test_backfill_shows_progress_only_on_a_terminal(analytics, shiv_root, spool, run_sink):
+    import pty
+
     emulator, env = analytics("segment")
     runs = [json.dumps(dict(fixture("manifest.json"), outputDir=f"/tmp/peepshow-tty-{n}")) for n in range(600)]
     terminal, stderr = pty.openpty()
@@ -554,6 +566,7 @@ def test_backfill_shows_progress_only_on_a_terminal(analytics, shiv_root, spool,
     assert len(emulator.events) == 1200
 
 
+@pytest.mark.skipif(WINDOWS, reason="preexec_fn is POSIX-only: a Windows child cannot be started without its fd 0")
 def test_a_closed_stdin_reads_as_empty(analytics, shiv_root, spool):
     _, env = analytics("segment")
     full_env = dict(env, PATH=os.environ["PATH"], HOME=str(spool.parent), SHIV_ROOT=shiv_root)

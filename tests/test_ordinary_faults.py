@@ -8,14 +8,13 @@ The same run piped again is one copy. 429s are waited out while the deadline all
 
 import json
 import math
-import resource
 import signal
 import subprocess
 import time
 
 import pytest
 
-from tests.conftest import DESTINATIONS, fixture, fixture_bytes
+from tests.conftest import DESTINATIONS, OWN_GROUP, POLITE_STOPS, WINDOWS, fixture, fixture_bytes
 from tests.test_destination_failures import ndjson, rejected, run_id, runs, spool_runs
 
 # How each destination refuses a request without naming a run in it (the sink cannot tell which one it was).
@@ -146,8 +145,9 @@ def wait_for_request(emulator, count=1, seconds=10):
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_during_a_live_run_keeps_it(destination, number):
+@pytest.mark.parametrize("stop", sorted(POLITE_STOPS))
+def test_a_signal_during_a_live_run_keeps_it(destination, stop):
+    number, code = POLITE_STOPS[stop]
     destination.emulator.fault("hang", times=None)
     process = destination.start(PEEPSHOW_SINK_TIMEOUT="20")
     wait_for_request(destination.emulator)
@@ -155,7 +155,7 @@ def test_a_signal_during_a_live_run_keeps_it(destination, number):
     process.send_signal(number)
     out, err = process.communicate(timeout=10)
     assert time.monotonic() - sent < 1.0
-    assert process.returncode == 128 + number, err
+    assert process.returncode == code, err
     message = err.decode().strip().splitlines()[-1]
     assert "interrupted (" in message and "the run was kept" in message, message
     assert "Traceback" not in err.decode()
@@ -167,19 +167,23 @@ def test_a_signal_during_a_live_run_keeps_it(destination, number):
 
 
 def test_ctrl_c_cancels_a_pending_statement(run_sink, databricks, sink_process):
+    # Ctrl-C; on Windows, where Ctrl-C cannot reach the sink alone, Ctrl-Break (see POLITE_STOPS).
+    number, code = POLITE_STOPS["CTRL_BREAK" if WINDOWS else "SIGINT"]
     databricks.pending_forever()
     command, env = sink_process(
         "databricks",
         {"DATABRICKS_URL": databricks.url, "DATABRICKS_TOKEN": "dapi-test-token", "DATABRICKS_WAREHOUSE_ID": "wh-1"},
     )
-    process = subprocess.Popen(command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, creationflags=OWN_GROUP
+    )
     process.stdin.write(fixture_bytes("run-full.json"))
     process.stdin.close()
     process.stdin = None
     wait_for_request(databricks, 2)  # the statement, and its first poll: it is PENDING
-    process.send_signal(signal.SIGINT)
+    process.send_signal(number)
     _, err = process.communicate(timeout=10)
-    assert process.returncode == 130 and "the run was kept" in err.decode(), err
+    assert process.returncode == code and "the run was kept" in err.decode(), err
     assert len(databricks.cancels) == 1
 
 
@@ -288,7 +292,10 @@ def test_a_flush_killed_at_any_instant_loses_and_doubles_nothing(run_sink, sink_
         segment.reset()
 
 
+@pytest.mark.skipif(WINDOWS, reason="Windows has no RLIMIT_FSIZE (nor preexec_fn) to make one process's disk full")
 def test_a_run_that_cannot_be_written_down_is_said_not_kept(run_sink, sink_process, segment, spool):
+    import resource
+
     env = dict(DESTINATIONS["segment"][2](segment), PEEPSHOW_SINK_TIMEOUT="2")
     segment.fault("status", status=503, times=None)
     command, full_env = sink_process("event-track", {**env, **{key: None for key in _coverage_keys()}})

@@ -3,6 +3,7 @@ one line what to change. Tables of forms against the pure resolvers; each form o
 zipapps, against the emulators (Astra's own host name: test_cassandra_dataapi.py)."""
 
 import json
+import os
 
 import pytest
 
@@ -282,8 +283,13 @@ def test_a_pasted_batch_or_base_url_delivers_a_single_run_to_its_sibling(run_sin
 )
 def test_spool_dir_is_absolute_whatever_was_typed(tmp_path, monkeypatch, value, expected):
     monkeypatch.chdir(tmp_path)
-    env = {"HOME": "/home/ana", "PEEPSHOW_SINK_SPOOL_DIR": value} if value else {"HOME": "/home/ana"}
-    assert sink.spool_dir(env, "cassandra") == expected.format(cwd=tmp_path, home="/home/ana")
+    # The home is USERPROFILE on Windows, where an absolute path also gains the current drive and backslashes.
+    env = (
+        {sink.HOME_VARIABLE: "/home/ana", "PEEPSHOW_SINK_SPOOL_DIR": value}
+        if value
+        else {sink.HOME_VARIABLE: "/home/ana"}
+    )
+    assert sink.spool_dir(env, "cassandra") == os.path.abspath(expected.format(cwd=tmp_path, home="/home/ana"))
 
 
 @pytest.mark.parametrize(("switch", "on"), [("off", False), ("OFF", False), ("0", False), ("no", False), ("on", True)])

@@ -17,7 +17,7 @@ import zipfile
 import pytest
 import tomllib
 
-from tests.conftest import DIST, ROOT, SINK_PYTHON, fixture_bytes
+from tests.conftest import DIST, ROOT, SINK_PYTHON, bash_script, fixture_bytes, minimal_env
 from tests.emulators.stargate import StargateAuth
 
 SINKS = ("event-track", "databricks", "cassandra")
@@ -65,12 +65,12 @@ def test_changing_pyproject_changes_every_place(tmp_path):
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert pyproject.count(f'\nversion = "{VERSION}"\n') == 1
     (copy / "pyproject.toml").write_text(pyproject.replace(f'\nversion = "{VERSION}"\n', '\nversion = "9.8.7rc1"\n'))
-    (copy / ".venv").symlink_to(ROOT / ".venv")
-    built = run(["./build.sh"], cwd=copy, env=dict(os.environ, SINKS="event-track"), check=False)
+    (copy / ".venv").symlink_to(ROOT / ".venv", target_is_directory=True)
+    built = run(bash_script("./build.sh"), cwd=copy, env=dict(os.environ, SINKS="event-track"), check=False)
     assert built.returncode == 0, built.stderr[-2000:]
 
     zipapp = copy / "dist" / "event-track.pyz"
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "SHIV_ROOT": str(tmp_path / "shiv")}
+    env = minimal_env(tmp_path, SHIV_ROOT=str(tmp_path / "shiv"))
     assert run([SINK_PYTHON, zipapp, "--version"], env=env, check=True).stdout == "event-track 9.8.7rc1\n"
     checkout = run([sys.executable, copy / "bin" / "event-track", "--version"], check=True)
     assert checkout.stdout == "event-track 9.8.7rc1\n"
@@ -179,20 +179,20 @@ def test_the_readme_download_is_verified(tmp_path):
 
 @pytest.mark.parametrize("version", ["0.1.0", "0.2.0"])
 def test_release_notes_come_from_the_changelog(version):
-    notes = run([ROOT / ".ci" / "release-notes", version], check=True).stdout
+    notes = run(bash_script(ROOT / ".ci" / "release-notes", version), check=True).stdout
     assert notes.strip(), notes
     assert "## [" not in notes  # one section, not the next one too
 
 
 def test_release_notes_refuse_a_version_without_a_section():
-    result = run([ROOT / ".ci" / "release-notes", "99.0.0"], check=False)
+    result = run(bash_script(ROOT / ".ci" / "release-notes", "99.0.0"), check=False)
     assert result.returncode == 1 and result.stdout == ""
     assert "no '## [99.0.0]" in result.stderr
 
 
 def test_the_version_has_its_changelog_section():
     # The release workflow refuses a tag without one: bump pyproject.toml and CHANGELOG.md together.
-    assert run([ROOT / ".ci" / "release-notes", VERSION], check=False).returncode == 0
+    assert run(bash_script(ROOT / ".ci" / "release-notes", VERSION), check=False).returncode == 0
 
 
 # -- the macOS job's check -------------------------------------------------------------------------------------------
@@ -202,7 +202,7 @@ def test_the_macos_check_passes_under_libressl(tmp_path):
     # CI's macOS job runs `.ci/check-zipapps` with /usr/bin/python3; here a sitecustomize makes this Python look
     # like LibreSSL to urllib3, which then warns on import unless the sinks keep it quiet.
     (tmp_path / "sitecustomize.py").write_text("import ssl\nssl.OPENSSL_VERSION = 'LibreSSL 2.8.3'\n")
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(tmp_path)}
+    env = minimal_env(tmp_path, PYTHONPATH=str(tmp_path))
     result = run([SINK_PYTHON, ROOT / ".ci" / "check-zipapps", DIST], env=env, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "LibreSSL 2.8.3" in result.stdout
@@ -223,7 +223,7 @@ def test_the_macos_check_fails_on_a_warning(tmp_path):
     for name in SINKS:
         shutil.copy2(DIST / f"{name}.pyz", dist)
     run([sys.executable, "-m", "zipapp", source, "-o", dist / "event-track.pyz"], check=True)
-    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    env = minimal_env(tmp_path)
     result = run([SINK_PYTHON, ROOT / ".ci" / "check-zipapps", dist], env=env, check=False)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "FAIL event-track --version: exit 0" in result.stderr and "NotOpenSSLWarning" in result.stderr
@@ -237,7 +237,7 @@ WORKFLOWS = ROOT / ".github" / "workflows"
 
 def lint(*files):
     """`./build.sh lint-workflows`, the very command `./build.sh test` runs before pytest."""
-    result = run([ROOT / "build.sh", "lint-workflows", *files], cwd=ROOT, check=False)
+    result = run(bash_script(ROOT / "build.sh", "lint-workflows", *files), cwd=ROOT, check=False)
     return result.returncode, result.stdout + result.stderr
 
 

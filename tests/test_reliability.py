@@ -10,7 +10,17 @@ import sys
 
 import pytest
 
-from tests.conftest import CREDENTIAL_VARIABLE, DEADLINE, DESTINATIONS, DIST, GRACE, assert_clean_failure, fixture_bytes
+from tests.conftest import (
+    CREDENTIAL_VARIABLE,
+    DEADLINE,
+    DESTINATIONS,
+    DIST,
+    GRACE,
+    assert_clean_failure,
+    assert_mode,
+    fixture_bytes,
+    minimal_env,
+)
 from tests.test_event_track import event_track
 
 peepshow_sink = event_track.sink
@@ -22,8 +32,8 @@ def assert_kept_then_replayed(destination, result):
     assert result.elapsed <= DEADLINE + GRACE, result
     assert "kept" in result.stderr and "--flush" in result.stderr
     (entry,) = destination.spooled()
-    assert entry.stat().st_mode & 0o777 == 0o600
-    assert entry.parent.stat().st_mode & 0o777 == 0o700
+    assert_mode(entry, 0o600)
+    assert_mode(entry.parent, 0o700)
     assert destination.secret not in entry.name and destination.secret not in entry.read_text()
     destination.emulator.faults.clear()
     flushed = destination.run(stdin=b"", args=["--flush"])
@@ -193,7 +203,7 @@ def test_concurrent_replays_send_each_run_once(segment, spool, shiv_root):
         run = json.loads(fixture_bytes("run-full.json"))
         run["outputDir"] = f"/tmp/peepshow-concurrent-{number}"
         peepshow_sink.spool_put(directory, dest, peepshow_sink.derive(run, env), label)
-    full_env = dict(env, PATH="/usr/bin:/bin", HOME=str(spool.parent), SHIV_ROOT=shiv_root)
+    full_env = dict(env, **minimal_env(spool.parent, PATH="/usr/bin:/bin", SHIV_ROOT=shiv_root))
     command = [sys.executable, str(DIST / "event-track.pyz"), "--flush"]
     flushers = [
         subprocess.Popen(command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)

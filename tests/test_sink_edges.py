@@ -6,10 +6,11 @@ hangs, a Segment answer that reports failure, a provider that stops answering in
 """
 
 import json
+import sys
 
 import pytest
 
-from tests.conftest import assert_clean_failure, fixture, fixture_bytes
+from tests.conftest import assert_clean_failure, fixture, fixture_bytes, python_program
 
 TOKEN = "AstraCS:test-token"
 
@@ -124,9 +125,8 @@ def test_a_host_with_a_port_that_is_not_a_number_is_refused(run_sink, databricks
 
 
 def test_a_databricks_cli_that_hangs_cannot_hold_the_run(run_sink, databricks, tmp_path, spool):
-    cli = tmp_path / "databricks"
-    cli.write_text("#!/bin/sh\nexec sleep 30\n")
-    cli.chmod(0o755)
+    # On Windows a batch file that runs Python: the tree of cmd.exe and its child must go at the deadline.
+    cli = python_program(tmp_path / "databricks", f"#!{sys.executable}\nimport time\ntime.sleep(30)\n")
     env = {
         "DATABRICKS_HOST": databricks.url,
         "DATABRICKS_WAREHOUSE_ID": "wh-1",

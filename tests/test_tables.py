@@ -4,12 +4,11 @@ what the terminal shows."""
 
 import json
 import os
-import pty
 import subprocess
 
 import pytest
 
-from tests.conftest import DESTINATIONS, fixture, fixture_bytes, load_script
+from tests.conftest import DESTINATIONS, NO_PTY, WINDOWS, fixture, fixture_bytes, load_script
 from tests.test_destination_failures import ndjson, rejected, runs
 
 db = load_script("databricks")
@@ -190,6 +189,8 @@ def test_mixpanel_gets_whole_json_tags_within_255_bytes(run_sink, analytics):
 
 def on_a_terminal(sink_process, name, env, args=(), stdin=b""):
     """Run a zipapp with its stderr on a pseudo-terminal; the lines as the terminal shows them."""
+    import pty
+
     command, full_env = sink_process(name, env, args)
     leader, follower = pty.openpty()
     try:
@@ -217,6 +218,7 @@ def on_a_terminal(sink_process, name, env, args=(), stdin=b""):
     return process.returncode, raw, [line for line in shown if line]
 
 
+@pytest.mark.skipif(WINDOWS, reason=NO_PTY)
 def test_on_a_terminal_progress_and_messages_never_share_a_line(sink_process, segment):
     env = DESTINATIONS["segment"][2](segment)
     documents = runs("terminal", 5)
@@ -232,6 +234,7 @@ def test_on_a_terminal_progress_and_messages_never_share_a_line(sink_process, se
     assert shown[-2] == "event-track: 4 delivered, 1 rejected (set aside as *.rejected)", shown
 
 
+@pytest.mark.skipif(WINDOWS, reason=NO_PTY)
 def test_on_a_terminal_a_flush_shows_its_progress(sink_process, segment, spool):
     env = DESTINATIONS["segment"][2](segment)
     segment.fault("status", status=503, times=None)

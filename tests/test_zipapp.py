@@ -8,7 +8,6 @@ only what the run needs. Runs use a private HOME and leave SHIV_ROOT unset, as a
 import hashlib
 import json
 import os
-import pwd
 import re
 import shutil
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DIST, ROOT, SINK_PYTHON, TOKENS, Result, fixture_bytes
+from tests.conftest import DIST, ROOT, SINK_PYTHON, TOKENS, VENV_PYTHON, WINDOWS, Result, fixture_bytes, minimal_env
 
 NAME = "event-track"
 ZIPAPP = DIST / f"{NAME}.pyz"
@@ -60,6 +59,17 @@ def find_pythons():
         on_path = shutil.which(f"python{minor}")
         if minor not in pythons and on_path:
             pythons[minor] = Path(on_path)
+    # And the Pythons this run has for sure (on Windows, where neither pyenv nor python3.X is usual, the only ones).
+    for python in (sys.executable, SINK_PYTHON):
+        answer = subprocess.run(
+            [python, "-c", "import sys; sys.stdout.write('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        if answer.stdout in SUPPORTED and answer.stdout not in pythons:
+            pythons[answer.stdout] = Path(python)
     return pythons
 
 
@@ -77,10 +87,7 @@ def sha256(path):
 
 def run(command, home=None, stdin=b"", cwd=None, extra=None, timeout=60):
     """Run a command the way a user's shell would: PATH and HOME (None: unset), no SHIV_ROOT."""
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PEEPSHOW_SINK_SPOOL": "off"}
-    if home is not None:
-        env["HOME"] = str(home)
-    env.update(extra or {})
+    env = minimal_env(home, PEEPSHOW_SINK_SPOOL="off", **(extra or {}))
     started = time.monotonic()
     completed = subprocess.run(
         [str(part) for part in command],
@@ -152,14 +159,20 @@ def test_runs_alone_on_every_supported_python(alone, home, tmp_path, segment, ve
     assert len(segment.events) == 1
 
 
+def test_starts_with_its_shebang(alone):
+    # Built under Git Bash on Windows too, where MSYS would turn /usr/bin/env into a C:/ path if build.sh let it.
+    assert alone.read_bytes().startswith(b"#!/usr/bin/env python3\n")
+
+
+@pytest.mark.skipif(WINDOWS, reason="Windows starts no file by its shebang: a zipapp runs there as `python x.pyz`")
 def test_runs_through_its_shebang(alone, home):
     assert os.access(alone, os.X_OK)
-    assert alone.read_bytes().startswith(b"#!/usr/bin/env python3\n")
     result = run(["./" + alone.name, "--version"], home, cwd=alone.parent)
     assert_clean_success(result)
     assert VERSION_LINE.fullmatch(result.stdout), result
 
 
+@pytest.mark.skipif(WINDOWS, reason="Windows finds commands on PATH by PATHEXT's extensions: none has no extension")
 def test_the_sink_name_on_path_is_the_same_zipapp(home):
     # peepshow's `--sink event-track` runs `peepshow-sink-event-track` from PATH.
     command = DIST / f"peepshow-sink-{NAME}"
@@ -192,8 +205,14 @@ def test_home_that_does_not_exist(alone, tmp_path):
 
 
 def test_home_unset(alone, tmp_path):
+    if WINDOWS:  # no USERPROFILE, HOMEDRIVE or HOMEPATH: expanduser has no home to give, the real one is safe
+        result = run([SINK_PYTHON, alone, "--version"], None, extra={"TMPDIR": str(tmp_path)})
+        assert_works_or_names_shiv_root(result)
+        return
     # Python falls back to the passwd entry's home, so this run may unpack into the real ~/.shiv: undo what
     # it adds there (and only that).
+    import pwd
+
     shiv = Path(pwd.getpwuid(os.getuid()).pw_dir) / ".shiv"
     unpacked = shiv / f"{alone.name}_{build_id(alone)}"
     lock = shiv / f".{unpacked.name}_lock"
@@ -210,7 +229,8 @@ def test_home_unset(alone, tmp_path):
     assert_works_or_names_shiv_root(result)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a 0555 directory anyway (see the test below)")
+@pytest.mark.skipif(WINDOWS, reason="Windows ignores a folder's read-only flag: the test below stands for it there")
+@pytest.mark.skipif(getattr(os, "geteuid", int)() == 0, reason="root writes into a 0555 directory anyway (see below)")
 def test_home_read_only(alone, tmp_path):
     home = tmp_path / "read-only"
     home.mkdir()
@@ -244,7 +264,7 @@ def test_the_shared_fallback_cannot_be_planted(alone, tmp_path):
     # With HOME unusable the zipapp falls back to $TMPDIR/shiv-<uid>, usually in /tmp, which every user shares:
     # whatever is already unpacked there must not run unless this user made it and only this user can write it.
     shared = tmp_path / "shared-tmp"  # what /tmp is on a multi-user machine
-    planted = shared / f"shiv-{os.getuid()}"
+    planted = shared / f"shiv-{getattr(os, 'getuid', lambda: 'user')()}"  # as the zipapp names it (Windows: no uid)
     unpacked = planted / f"{alone.name}_{build_id(alone)}"
     (unpacked / "site-packages").mkdir(parents=True)
     (unpacked / "site-packages" / "peepshow_sink_event_track.py").write_text(
@@ -280,10 +300,10 @@ def stale_sources():
 
 def build_copy(directory, umask="022", timeout=120):
     """./build.sh of the copy in `directory`, event-track only, from another directory and time zone."""
-    env = dict(os.environ, SINKS=NAME, PYTHON=str(ROOT / ".venv" / "bin" / "python"), TZ="Pacific/Kiritimati")
+    env = dict(os.environ, SINKS=NAME, PYTHON=str(VENV_PYTHON), TZ="Pacific/Kiritimati")
     env.pop("SOURCE_DATE_EPOCH", None)
     completed = subprocess.run(
-        ["bash", "-c", f'umask {umask} && exec "$0"', "./build.sh"],
+        [shutil.which("bash") or "bash", "-c", f'umask {umask} && exec "$0"', "./build.sh"],  # Git's bash on Windows
         cwd=directory,
         env=env,
         capture_output=True,
@@ -305,7 +325,7 @@ def rebuilt(tmp_path_factory):
         shutil.copy2(ROOT / name, copy / name)
     # The same pinned tools (the checkout's .venv, which build.sh finds set up): what must not matter is where,
     # when and under which umask and time zone the build runs.
-    (copy / ".venv").symlink_to(ROOT / ".venv")
+    (copy / ".venv").symlink_to(ROOT / ".venv", target_is_directory=True)
     return copy, sha256(build_copy(copy))
 
 
@@ -359,7 +379,7 @@ def any_zipapp_imports(tmp_path_factory):
     (source / "__main__.py").write_text("")
     empty = source.parent / "empty.pyz"
     subprocess.run([sys.executable, "-m", "zipapp", str(source), "-o", str(empty)], check=True, timeout=60)
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPROFILEIMPORTTIME": "1"}
+    env = minimal_env(PYTHONPROFILEIMPORTTIME="1")
     result = subprocess.run([SINK_PYTHON, str(empty)], env=env, capture_output=True, text=True, timeout=60, check=True)
     names = profiled(result.stderr)
     assert "zipimport" in names or "runpy" in names, result.stderr  # the profile covered the interpreter's start
