@@ -1,13 +1,26 @@
-"""The one helper every peepshow sink shares: stdin payloads, derived values, env config, HTTP, spool, CLI.
+"""The one helper every peepshow sink shares: documents on stdin, the values of a run, configuration, HTTP, the
+spool and its claims, the record of delivered runs, whose fault a failure is, and the command line.
 
-A sink script defines NAME, HELP, read_config(env), destination(config), build_requests(runs, config) (pure),
-deliver(runs, config, ctx) and optionally check(config, ctx), print_schema(config) with schema_config(env) (the
-names it needs, read without a host or credential), legacy_destinations(config) (older spool keys of the same
-destination), describe(config) (which way in the configuration chose, shown by --help) and
-planned_requests(runs, config, live) (for a sink whose requests depend on whether the runs are one live run, and
-on the time: what --dry-run prints instead of build_requests); then its main() is
-`return peepshow_sink.main(sys.modules[__name__])`. Exit codes (shared by every peepshow sink): 0 delivered,
-2 usage or configuration, 3 missing dependency, 4 malformed stdin, 5 remote or network failure.
+A sink script defines
+  NAME, HELP                        its name, and the top of its --help
+  read_config(env)                  its configuration, resolved once into its own declared type (or a usage error)
+  destination(config)               (label, identity) of where its runs land: what the spool and the record key by
+  build_requests(runs, config)      the Requests that deliver `runs`, as --dry-run prints them
+  deliver(runs, config, ctx)        one outcome per run: None when delivered, else a SinkError saying whose fault
+and may define
+  check(config, ctx, out)           --check: ok / FAIL / n/a lines written to `out`; returns the exit code
+  print_schema(config)              --print-schema, with schema_config(env): the names it needs, read without a host
+                                    or credential
+  describe(config)                  which way in the configuration chose (an API, an auth method), for the operator
+  planned_requests(runs, config, live)   what --dry-run prints when the requests depend on whether the runs are
+                                    one live run, or on the clock
+  legacy_destinations(config)       the identities older versions gave the same destination: their runs replay too
+  unbound_destination(config)       what a run kept for a refused configuration stays tied to (event-track: its
+                                    provider); nothing by default
+  Session(config)                   what it keeps from one delivery to the next within an invocation (ctx.session)
+then its main() is `return peepshow_sink.main(sys.modules[__name__])`. Exit codes (shared by every peepshow sink):
+0 delivered, 2 usage or configuration, 3 missing dependency, 4 malformed stdin, 5 remote or network failure, 130 and
+143 interrupted (the run kept).
 
 Start-up matters (peepshow runs sinks one after another on every run): import only what a single run needs and
 import the rest where it is used.
@@ -20,15 +33,10 @@ import time
 
 _version = None  # build.sh stamps pyproject.toml's version here in each zipapp's copy of this file
 
+# -- exit codes and failures -------------------------------------------------------------------------------------------
+
+
 EXIT_OK, EXIT_USAGE, EXIT_DEPENDENCY, EXIT_PAYLOAD, EXIT_REMOTE = 0, 2, 3, 4, 5
-DEFAULT_TIMEOUT = 30.0
-TRANSCRIPT_LIMIT = 1024 * 1024
-# Every other text a table stores is bounded too, so that no run is refused for its size: the tag bag like the
-# transcript (as JSON that stays whole), the title, strategy and thumbnail URL well below any row limit.
-TAGS_LIMIT = 1024 * 1024
-COLUMN_LIMIT = 64 * 1024
-MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
-READ_CHUNK = 1024 * 1024
 
 
 def version():
@@ -114,7 +122,8 @@ def remote_error(message, transient=False, refused=False, pinned=None, reason=No
     return SinkError(EXIT_REMOTE, message, fault, refused if pinned is None else pinned, reason, kind)
 
 
-# -- secrets -------------------------------------------------------------------------------------------------------
+# -- secrets -----------------------------------------------------------------------------------------------------------
+
 
 _secrets = set()
 
@@ -139,7 +148,10 @@ def redact(text):
     return text
 
 
-# -- configuration -------------------------------------------------------------------------------------------------
+# -- configuration -----------------------------------------------------------------------------------------------------
+
+
+DEFAULT_TIMEOUT = 30.0
 
 
 def env_value(env, name, default=None):
@@ -209,7 +221,22 @@ def refuse_plain_http(url, variable):
         )
 
 
-# -- payload -------------------------------------------------------------------------------------------------------
+# -- documents on stdin ------------------------------------------------------------------------------------------------
+
+
+MAX_DOCUMENT_BYTES = 256 * 1024 * 1024
+READ_CHUNK = 1024 * 1024
+
+
+def _read_more(stream, utf8, pending):
+    """(`pending` plus the next chunk of the stream, decoded; whether the stream has ended)."""
+    chunk = stream.read(READ_CHUNK)
+    try:
+        return pending + utf8.decode(chunk or b"", final=not chunk), not chunk
+    except UnicodeDecodeError as error:
+        raise SinkError(
+            EXIT_PAYLOAD, f"stdin is not valid UTF-8 ({error.reason}): peepshow writes UTF-8 JSON"
+        ) from None
 
 
 def iter_documents(stream):
@@ -267,15 +294,7 @@ def iter_documents(stream):
         raise SinkError(EXIT_PAYLOAD, "stdin is empty: pipe the output of `peepshow <video> --emit json` into the sink")
 
 
-def _read_more(stream, utf8, pending):
-    """(`pending` plus the next chunk of the stream, decoded; whether the stream has ended)."""
-    chunk = stream.read(READ_CHUNK)
-    try:
-        return pending + utf8.decode(chunk or b"", final=not chunk), not chunk
-    except UnicodeDecodeError as error:
-        raise SinkError(
-            EXIT_PAYLOAD, f"stdin is not valid UTF-8 ({error.reason}): peepshow writes UTF-8 JSON"
-        ) from None
+# -- a run: the values every sink writes -------------------------------------------------------------------------------
 
 
 def clean_text(value):
@@ -329,15 +348,6 @@ def basename(path):
     return path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
 
 
-def iso_millis(epoch_seconds):
-    """RFC 3339 in UTC with milliseconds and a four-digit year (strftime's %Y drops leading zeros on some C
-    libraries: 0999 would come out as 999)."""
-    import datetime
-
-    moment = datetime.datetime.fromtimestamp(epoch_seconds, datetime.timezone.utc)
-    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
 # The instants every destination can carry: RFC 3339 needs four digits of year, and Delta, Cassandra and the
 # analytics APIs refuse or misread anything else. [1000-01-01T00:00:00Z, 10000-01-01T00:00:00Z) in epoch seconds.
 EARLIEST_CREATED, LATEST_CREATED = -30610224000.0, 253402300800.0
@@ -370,6 +380,15 @@ def parse_iso(value):
     return seconds
 
 
+def iso_millis(epoch_seconds):
+    """RFC 3339 in UTC with milliseconds and a four-digit year (strftime's %Y drops leading zeros on some C
+    libraries: 0999 would come out as 999)."""
+    import datetime
+
+    moment = datetime.datetime.fromtimestamp(epoch_seconds, datetime.timezone.utc)
+    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 def table_duration(seconds):
     """What tables store for `duration`: the number as a double, 0 when unknown or not a finite double
     (an integer too large for one)."""
@@ -388,6 +407,72 @@ def cut_utf8(value, limit):
     return encoded[:limit].decode("utf-8", "ignore")
 
 
+def utf8_length(value):
+    return len(value.encode("utf-8"))
+
+
+def cut_text(value, limit, measure=None):
+    """`value` cut to at most `limit` by `measure` (default UTF-8 bytes, never inside a character)."""
+    if measure is None or measure is utf8_length:
+        return cut_utf8(value, limit)
+    return value[:limit]
+
+
+def fit_json(values, limit, measure=None):
+    """Compact JSON of the object `values` at most `limit` long (UTF-8 bytes; `measure` counts otherwise): the
+    longest string values are shortened first (ending in "…"), entries dropped only when no string is left to
+    shorten. The JSON itself is never cut, so whatever stores the text can still parse it."""
+    measure = measure or utf8_length
+    encoded = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+    if len(encoded) * 4 <= limit or measure(encoded) <= limit:  # what nearly every run's tags take: no search
+        return encoded
+    import heapq
+
+    values = dict(values)
+
+    def size(key):
+        return measure(json.dumps({key: values[key]}, ensure_ascii=False, separators=(",", ":"))) - 2
+
+    sizes = {key: size(key) for key in values}
+    total = 2 + sum(sizes.values()) + max(0, len(values) - 1)
+    longest = [(-measure(value), key) for key, value in values.items() if isinstance(value, str) and value]
+    heapq.heapify(longest)
+    while total > limit and values:
+        if longest:
+            _, key = heapq.heappop(longest)
+            value = values[key]
+            keep = measure(value) - (total - limit) - measure("…")
+            values[key] = cut_text(value, keep, measure) + "…" if keep > 0 else ""
+        else:  # only non-strings (numbers, objects) left: drop the largest entry
+            key = max(sizes, key=sizes.get)
+            del values[key]
+            total -= sizes.pop(key) + (1 if values else 0)
+            continue
+        before, sizes[key] = sizes[key], size(key)
+        total += sizes[key] - before
+    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
+
+
+def tag_text(value):
+    """A tag value as text when it is a number: container tags are text, yet a run can carry one as a JSON number
+    (a year, a track number), and a numeric title is still the title. Anything else is kept as it came."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return json.dumps(value)
+    return value
+
+
+def frame_count(payload):
+    """`frames[]`'s length; when the run lists no frames (peepshow 0.8 can leave the list out), the count it
+    reports in `extraction.framesEmitted`; else 0."""
+    frames = payload.get("frames")
+    if isinstance(frames, list):
+        return len(frames)
+    emitted = number(field(payload, "extraction", "framesEmitted"))
+    if emitted is not None and emitted >= 0 and emitted == int(emitted):
+        return int(emitted)
+    return 0
+
+
 def thumbnail_url(payload, env):
     import urllib.parse
 
@@ -400,6 +485,129 @@ def thumbnail_url(payload, env):
     if not path or not basename(path):
         return None
     return base.rstrip("/") + "/" + urllib.parse.quote(basename(path).encode("utf-8"), safe="-._~")
+
+
+def created_at_of(value, source):
+    """Epoch seconds of a payload's createdAt; None when it is missing or no date-time (the sink's own time is
+    used then). A date-time outside years 1000-9999 in UTC cannot be carried: the document is unusable."""
+    import re
+
+    seconds = parse_iso(value)
+    year = re.match(r"\s*(\d{4})-", value) if isinstance(value, str) else None
+    too_early = year is not None and int(year.group(1)) < 1000  # year 0000 is no date for datetime either
+    if too_early or (seconds is not None and not EARLIEST_CREATED <= seconds < LATEST_CREATED):
+        raise SinkError(
+            EXIT_PAYLOAD,
+            f"{source}: createdAt {value.strip()!r} is outside the years 1000-9999 (UTC) that every destination "
+            "can store: fix the manifest's createdAt",
+        )
+    return seconds
+
+
+def digest(algorithm, data):
+    """SHA-1 (UUIDv5 ids, not secrets) or SHA-256 of `data`.
+
+    hashlib loads OpenSSL's libcrypto on import (~3 ms, a few percent of a whole run); CPython's own built-in
+    modules compute the same digests without it. hashlib stays the fallback for builds without them. The
+    constructor found is kept: looking for a module that is not there searches the whole path, every time.
+    """
+    constructor = _DIGESTS.get(algorithm)
+    if constructor is None:
+        for module in {"sha1": ("_sha1",), "sha256": ("_sha2", "_sha256")}[algorithm]:
+            try:
+                constructor = getattr(__import__(module), algorithm)
+                break
+            except (ImportError, AttributeError):
+                continue
+        else:
+            import hashlib
+
+            constructor = getattr(hashlib, algorithm)
+        _DIGESTS[algorithm] = constructor
+    return constructor(data).digest()
+
+
+_DIGESTS = {}
+# What identifies a run: what its extraction produced. A manifest.json adds bookkeeping (runId, createdAt, input,
+# host, ...) to the document `--emit json` printed for the same run, so only the fields both carry count, and a
+# live run, a re-piped copy of it and its manifest in a later backfill are one run. A run folder reused by another
+# extraction holds other frames, probes or audio: another run.
+IDENTITY_FIELDS = ("outputDir", "strategy", "frames", "video", "extraction", "audio")
+
+
+def run_identity(payload):
+    """32 hex digits naming the run (IDENTITY_FIELDS; the manifest's runId only when there is no outputDir)."""
+    material = {key: payload.get(key) for key in IDENTITY_FIELDS}
+    if not text(payload.get("outputDir")):
+        material["runId"] = payload.get("runId")
+    audio = material["audio"]
+    spoken = audio.get("transcript") if isinstance(audio, dict) else None
+    if isinstance(spoken, dict):
+        # A transcript can be megabytes: its text counts by its own digest (no second copy of it in the JSON below),
+        # and its segments, the same words again, not at all.
+        words = spoken.get("text")
+        if isinstance(words, str):
+            words = digest("sha256", words.encode("utf-8", "surrogatepass")).hex()
+        spoken = {key: value for key, value in spoken.items() if key not in ("text", "segments")}
+        material["audio"] = dict(audio, transcript=dict(spoken, text=words))
+    encoded = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return digest("sha256", encoded.encode("utf-8", "surrogatepass"))[:16].hex()
+
+
+def _without_bulk(payload, transcript):
+    """The payload as a row keeps it (for the spool and the sinks' own fields): the transcript's text already cut
+    and its segments dropped. No sink reads them, and a backfill holding hundreds of runs would otherwise keep
+    every full transcript twice over."""
+    audio = payload.get("audio")
+    spoken = audio.get("transcript") if isinstance(audio, dict) else None
+    if not isinstance(spoken, dict):
+        return payload
+    spoken = {key: value for key, value in spoken.items() if key != "segments"}
+    if transcript is not None:
+        spoken["text"] = transcript
+    return dict(payload, audio=dict(audio, transcript=spoken))
+
+
+TRANSCRIPT_LIMIT = 1024 * 1024
+# Every other text a table stores is bounded too, so that no run is refused for its size: the tag bag like the
+# transcript (as JSON that stays whole), the title, strategy and thumbnail URL well below any row limit.
+TAGS_LIMIT = 1024 * 1024
+COLUMN_LIMIT = 64 * 1024
+
+
+class Run:
+    """One run as the sinks write it, every value computed once (derive).
+
+    run_id         the output folder's name, else the manifest's runId: what a table keys the row by
+    title          the title tag, else the show tag, the input's file name, the run_id (at most 64 KiB)
+    frames         how many frames the run extracted
+    duration       the video's length in seconds, or None when unknown
+    transcript     the transcript's text cut to 1 MiB of UTF-8, or None
+    thumbnail_url  PEEPSHOW_FRAME_BASE_URL + "/" + the first frame's file name, or None
+    strategy       scene, fps (whatever the run says), or None
+    tags           the tag bag as compact JSON text that always parses, at most 1 MiB
+    created_at     RFC 3339 in UTC with milliseconds: the payload's createdAt, else when the sink first saw the run
+    identity       32 hex digits naming the run across invocations (run_identity)
+    payload        the payload as the spool keeps it (the transcript cut, its segments dropped)
+    """
+
+    __slots__ = (
+        "run_id",
+        "title",
+        "frames",
+        "duration",
+        "transcript",
+        "thumbnail_url",
+        "strategy",
+        "tags",
+        "created_at",
+        "identity",
+        "payload",
+    )
+
+    def __init__(self, **values):
+        for name in self.__slots__:
+            setattr(self, name, values[name])
 
 
 def derive(payload, env, now=None, source="stdin", identity=None):
@@ -449,165 +657,7 @@ def derive(payload, env, now=None, source="stdin", identity=None):
     )
 
 
-class Run:
-    """One run as the sinks write it, every value computed once (derive).
-
-    run_id         the output folder's name, else the manifest's runId: what a table keys the row by
-    title          the title tag, else the show tag, the input's file name, the run_id (at most 64 KiB)
-    frames         how many frames the run extracted
-    duration       the video's length in seconds, or None when unknown
-    transcript     the transcript's text cut to 1 MiB of UTF-8, or None
-    thumbnail_url  PEEPSHOW_FRAME_BASE_URL + "/" + the first frame's file name, or None
-    strategy       scene, fps (whatever the run says), or None
-    tags           the tag bag as compact JSON text that always parses, at most 1 MiB
-    created_at     RFC 3339 in UTC with milliseconds: the payload's createdAt, else when the sink first saw the run
-    identity       32 hex digits naming the run across invocations (run_identity)
-    payload        the payload as the spool keeps it (the transcript cut, its segments dropped)
-    """
-
-    __slots__ = (
-        "run_id",
-        "title",
-        "frames",
-        "duration",
-        "transcript",
-        "thumbnail_url",
-        "strategy",
-        "tags",
-        "created_at",
-        "identity",
-        "payload",
-    )
-
-    def __init__(self, **values):
-        for name in self.__slots__:
-            setattr(self, name, values[name])
-
-
-def created_at_of(value, source):
-    """Epoch seconds of a payload's createdAt; None when it is missing or no date-time (the sink's own time is
-    used then). A date-time outside years 1000-9999 in UTC cannot be carried: the document is unusable."""
-    import re
-
-    seconds = parse_iso(value)
-    year = re.match(r"\s*(\d{4})-", value) if isinstance(value, str) else None
-    too_early = year is not None and int(year.group(1)) < 1000  # year 0000 is no date for datetime either
-    if too_early or (seconds is not None and not EARLIEST_CREATED <= seconds < LATEST_CREATED):
-        raise SinkError(
-            EXIT_PAYLOAD,
-            f"{source}: createdAt {value.strip()!r} is outside the years 1000-9999 (UTC) that every destination "
-            "can store: fix the manifest's createdAt",
-        )
-    return seconds
-
-
-# What identifies a run: what its extraction produced. A manifest.json adds bookkeeping (runId, createdAt, input,
-# host, ...) to the document `--emit json` printed for the same run, so only the fields both carry count, and a
-# live run, a re-piped copy of it and its manifest in a later backfill are one run. A run folder reused by another
-# extraction holds other frames, probes or audio: another run.
-IDENTITY_FIELDS = ("outputDir", "strategy", "frames", "video", "extraction", "audio")
-
-
-def run_identity(payload):
-    """32 hex digits naming the run (IDENTITY_FIELDS; the manifest's runId only when there is no outputDir)."""
-    material = {key: payload.get(key) for key in IDENTITY_FIELDS}
-    if not text(payload.get("outputDir")):
-        material["runId"] = payload.get("runId")
-    audio = material["audio"]
-    spoken = audio.get("transcript") if isinstance(audio, dict) else None
-    if isinstance(spoken, dict):
-        # A transcript can be megabytes: its text counts by its own digest (no second copy of it in the JSON below),
-        # and its segments, the same words again, not at all.
-        words = spoken.get("text")
-        if isinstance(words, str):
-            words = digest("sha256", words.encode("utf-8", "surrogatepass")).hex()
-        spoken = {key: value for key, value in spoken.items() if key not in ("text", "segments")}
-        material["audio"] = dict(audio, transcript=dict(spoken, text=words))
-    encoded = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return digest("sha256", encoded.encode("utf-8", "surrogatepass"))[:16].hex()
-
-
-def fit_json(values, limit, measure=None):
-    """Compact JSON of the object `values` at most `limit` long (UTF-8 bytes; `measure` counts otherwise): the
-    longest string values are shortened first (ending in "…"), entries dropped only when no string is left to
-    shorten. The JSON itself is never cut, so whatever stores the text can still parse it."""
-    measure = measure or utf8_length
-    encoded = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
-    if len(encoded) * 4 <= limit or measure(encoded) <= limit:  # what nearly every run's tags take: no search
-        return encoded
-    import heapq
-
-    values = dict(values)
-
-    def size(key):
-        return measure(json.dumps({key: values[key]}, ensure_ascii=False, separators=(",", ":"))) - 2
-
-    sizes = {key: size(key) for key in values}
-    total = 2 + sum(sizes.values()) + max(0, len(values) - 1)
-    longest = [(-measure(value), key) for key, value in values.items() if isinstance(value, str) and value]
-    heapq.heapify(longest)
-    while total > limit and values:
-        if longest:
-            _, key = heapq.heappop(longest)
-            value = values[key]
-            keep = measure(value) - (total - limit) - measure("…")
-            values[key] = cut_text(value, keep, measure) + "…" if keep > 0 else ""
-        else:  # only non-strings (numbers, objects) left: drop the largest entry
-            key = max(sizes, key=sizes.get)
-            del values[key]
-            total -= sizes.pop(key) + (1 if values else 0)
-            continue
-        before, sizes[key] = sizes[key], size(key)
-        total += sizes[key] - before
-    return json.dumps(values, ensure_ascii=False, separators=(",", ":"))
-
-
-def utf8_length(value):
-    return len(value.encode("utf-8"))
-
-
-def cut_text(value, limit, measure=None):
-    """`value` cut to at most `limit` by `measure` (default UTF-8 bytes, never inside a character)."""
-    if measure is None or measure is utf8_length:
-        return cut_utf8(value, limit)
-    return value[:limit]
-
-
-def tag_text(value):
-    """A tag value as text when it is a number: container tags are text, yet a run can carry one as a JSON number
-    (a year, a track number), and a numeric title is still the title. Anything else is kept as it came."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return json.dumps(value)
-    return value
-
-
-def frame_count(payload):
-    """`frames[]`'s length; when the run lists no frames (peepshow 0.8 can leave the list out), the count it
-    reports in `extraction.framesEmitted`; else 0."""
-    frames = payload.get("frames")
-    if isinstance(frames, list):
-        return len(frames)
-    emitted = number(field(payload, "extraction", "framesEmitted"))
-    if emitted is not None and emitted >= 0 and emitted == int(emitted):
-        return int(emitted)
-    return 0
-
-
-def _without_bulk(payload, transcript):
-    """The payload as a row keeps it (for the spool and the sinks' own fields): the transcript's text already cut
-    and its segments dropped. No sink reads them, and a backfill holding hundreds of runs would otherwise keep
-    every full transcript twice over."""
-    audio = payload.get("audio")
-    spoken = audio.get("transcript") if isinstance(audio, dict) else None
-    if not isinstance(spoken, dict):
-        return payload
-    spoken = {key: value for key, value in spoken.items() if key != "segments"}
-    if transcript is not None:
-        spoken["text"] = transcript
-    return dict(payload, audio=dict(audio, transcript=spoken))
-
-
-# -- HTTP ----------------------------------------------------------------------------------------------------------
+# -- HTTP --------------------------------------------------------------------------------------------------------------
 
 
 def load_urllib3():
@@ -639,22 +689,6 @@ class HttpClient:
         self.direct, self.proxies, self.no_proxy, self.urllib3 = direct, proxies, no_proxy, urllib3
 
 
-def http_client(env):
-    """One urllib3 pool manager for the invocation, through HTTPS_PROXY/HTTP_PROXY unless NO_PROXY says not."""
-    urllib3 = load_urllib3()
-    options = {"maxsize": POOL_SIZE, "retries": False, "block": False}
-    ca_file = env_value(env, "SSL_CERT_FILE")
-    if ca_file:
-        options["ca_certs"] = ca_file
-    proxies, no_proxy = {}, None
-    for scheme in ("https", "http"):
-        proxy = env_value(env, f"{scheme.upper()}_PROXY") or env_value(env, f"{scheme}_proxy")
-        if proxy:
-            proxies[scheme] = _proxy_manager(urllib3, proxy, f"{scheme.upper()}_PROXY", options)
-            no_proxy = env_value(env, "NO_PROXY") or env_value(env, "no_proxy") or ""
-    return HttpClient(urllib3.PoolManager(**options), proxies, no_proxy, urllib3)
-
-
 def _proxy_manager(urllib3, proxy, variable, options):
     import urllib.parse
 
@@ -674,16 +708,6 @@ def _proxy_manager(urllib3, proxy, variable, options):
     return urllib3.ProxyManager(proxy, proxy_headers=headers, **options)
 
 
-def _pool_for(client, url):
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(url)
-    proxy = client.proxies.get(parts.scheme)
-    if proxy is None or _bypass_proxy(parts.hostname or "", parts.port, client.no_proxy):
-        return client.direct
-    return proxy
-
-
 def _bypass_proxy(host, port, no_proxy):
     if no_proxy.strip() == "*":
         return True
@@ -698,6 +722,32 @@ def _bypass_proxy(host, port, no_proxy):
         if host == name or host.endswith("." + name):
             return True
     return False
+
+
+def _pool_for(client, url):
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    proxy = client.proxies.get(parts.scheme)
+    if proxy is None or _bypass_proxy(parts.hostname or "", parts.port, client.no_proxy):
+        return client.direct
+    return proxy
+
+
+def http_client(env):
+    """One urllib3 pool manager for the invocation, through HTTPS_PROXY/HTTP_PROXY unless NO_PROXY says not."""
+    urllib3 = load_urllib3()
+    options = {"maxsize": POOL_SIZE, "retries": False, "block": False}
+    ca_file = env_value(env, "SSL_CERT_FILE")
+    if ca_file:
+        options["ca_certs"] = ca_file
+    proxies, no_proxy = {}, None
+    for scheme in ("https", "http"):
+        proxy = env_value(env, f"{scheme.upper()}_PROXY") or env_value(env, f"{scheme}_proxy")
+        if proxy:
+            proxies[scheme] = _proxy_manager(urllib3, proxy, f"{scheme.upper()}_PROXY", options)
+            no_proxy = env_value(env, "NO_PROXY") or env_value(env, "no_proxy") or ""
+    return HttpClient(urllib3.PoolManager(**options), proxies, no_proxy, urllib3)
 
 
 class Response:
@@ -718,6 +768,11 @@ class Response:
 
     def text(self, limit=300):
         return " ".join(self.body.decode("utf-8", "replace").split())[:limit]
+
+
+def to_json(value):
+    """Compact UTF-8 JSON as every request body here is written: no NaN or Infinity (no service reads them)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 class Request:
@@ -757,11 +812,6 @@ def json_request(method, url, payload, headers=None, rows=(), rebuild=None):
     )
 
 
-def to_json(value):
-    """Compact UTF-8 JSON as every request body here is written: no NaN or Infinity (no service reads them)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
-
-
 def describe_request(req):
     """The request as --dry-run shows it: exact bytes, credentials redacted."""
     lines = [f"{req.method} {req.url}"]
@@ -770,9 +820,148 @@ def describe_request(req):
     return redact("\n".join(lines) + ("\n\n" + body if body else "") + "\n")
 
 
+class Invocation:
+    """What one invocation of a sink knows beyond its configuration: passed to every delivery and request.
+
+    name           the sink's name, for messages and the User-Agent
+    env            the environment the configuration was read from
+    timeout        PEEPSHOW_SINK_TIMEOUT, in seconds
+    verbose        --verbose: narrate retries and replays on stderr
+    session        what the sink keeps from one delivery to the next in this invocation (held tokens, rate-limit
+                   paces, tables created): its own Session(config), or None for a sink that keeps nothing
+    http           the HttpClient, once the invocation sends anything
+    deadline       when one run is delivered as it happens, its deadline (a time.monotonic() value); else None, and
+                   every request of a backfill or --flush gets `timeout` of its own
+    live           True while that one run itself is being delivered (not a backfill, --flush, nor the replay that
+                   follows a live run): a sink may take the single-run API then
+    accepted       whether the destination took any run in this invocation: what makes a refusal the run's own
+    refused_alike  the refusal a whole request met in every part, once one did: later requests refused alike are
+                   not narrowed down again
+    on_interrupt   what the delivery in flight registered to undo if a signal comes (cancel a running statement)
+    """
+
+    __slots__ = (
+        "name",
+        "env",
+        "timeout",
+        "verbose",
+        "session",
+        "http",
+        "deadline",
+        "live",
+        "accepted",
+        "refused_alike",
+        "on_interrupt",
+    )
+
+    def __init__(self, name, env, timeout, verbose=False, session=None):
+        self.name, self.env, self.timeout, self.verbose, self.session = name, env, timeout, verbose, session
+        self.http, self.deadline, self.refused_alike = None, None, None
+        self.live = self.accepted = False
+        self.on_interrupt = []
+
+
+def request_deadline(ctx):
+    """The run's deadline (one run per invocation) or a fresh one per request (backfill, --flush)."""
+    return ctx.deadline or time.monotonic() + ctx.timeout
+
+
+def log(ctx, message):
+    if ctx.verbose:
+        print(redact(f"{ctx.name}: {message}"), file=sys.stderr, flush=True)
+
+
+def host_port(url):
+    """`host:port` of a URL, the scheme's default port spelled out (what a refused connection went to)."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or url
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{host}:{port or (443 if parts.scheme == 'https' else 80)}"
+
+
+def _retry_after(urllib3, response):
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, urllib3.Retry(0).parse_retry_after(value))
+    except urllib3.exceptions.InvalidHeader:
+        return None
+
+
+def _network_reason(urllib3, error, where, fix):
+    """(the one-line reason, whether another attempt in this invocation can help)."""
+    import ssl
+
+    reason = getattr(error, "reason", None) or error
+    if isinstance(error, urllib3.exceptions.ProxyError):
+        if "407" in str(reason):  # wrong proxy credentials fail the same way on every attempt
+            return "the proxy refused its credentials (HTTP 407): fix user:password in HTTPS_PROXY/HTTP_PROXY", False
+        return f"cannot reach {where} through the proxy ({reason}): check HTTPS_PROXY, HTTP_PROXY and NO_PROXY", True
+    if isinstance(error, urllib3.exceptions.SSLError):
+        chain, verify = error, False
+        while chain is not None and not verify:
+            verify = isinstance(chain, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(chain)
+            chain = chain.__cause__ or chain.__context__
+        if verify:  # the same certificate will fail the same way until the trust store changes
+            return f"TLS certificate of {where} not trusted: set SSL_CERT_FILE to the CA bundle that signs it", False
+        return f"TLS failed with {where} ({reason}){fix}", True
+    name_error = getattr(urllib3.exceptions, "NameResolutionError", ())  # urllib3 2; 1.26 words it in the reason
+    if isinstance(error, name_error) or isinstance(reason, name_error) or "Name or service not known" in str(reason):
+        return f"cannot resolve the host of {where} (DNS lookup failed){fix}", True
+    # urllib3 makes NewConnectionError a kind of ConnectTimeoutError: ask for the narrower one first.
+    new_connection = urllib3.exceptions.NewConnectionError
+    if isinstance(error, new_connection) or isinstance(reason, new_connection):
+        refused = "refused" in str(reason).lower()
+        return f"cannot connect to {where} ({'connection refused' if refused else 'unreachable'}){fix}", True
+    connect_timeout = urllib3.exceptions.ConnectTimeoutError
+    if isinstance(error, connect_timeout) or isinstance(reason, connect_timeout):
+        return f"cannot connect to {where} (no answer to the connection attempt){fix}", True
+    if isinstance(error, (urllib3.exceptions.TimeoutError, urllib3.exceptions.ReadTimeoutError)):
+        return f"{where} did not answer in time (PEEPSHOW_SINK_TIMEOUT allows more)", True
+    if isinstance(error, urllib3.exceptions.ProtocolError):
+        return f"{where} dropped the connection", True
+    return f"network error talking to {where}: {type(reason).__name__}{fix}", True
+
+
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_ATTEMPTS = 6  # per request, not counting the answers that were 429s: those are waited out while time allows
 MAX_BODY = 64 * 1024 * 1024
+
+
+def _attempt(urllib3, pool, req, left, deadline):
+    timeout = urllib3.Timeout(connect=min(10.0, left), read=left)
+    raw = pool.urlopen(
+        req.method,
+        req.url,
+        body=req.rebuild(deadline) if req.rebuild else req.body,
+        headers=req.headers,
+        timeout=timeout,
+        retries=False,
+        redirect=False,
+        preload_content=False,
+    )
+    try:
+        chunks, size = [], 0
+        # A server that trickles the body would defeat the per-read timeout: check the deadline per chunk.
+        for chunk in raw.stream(65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_BODY or time.monotonic() > deadline:
+                raise urllib3.exceptions.ReadTimeoutError(None, req.url, "response too slow or too large")
+        return Response(raw.status, raw.headers, b"".join(chunks))
+    except BaseException:
+        raw.close()  # half-read: the connection must not go back to the pool for the next request
+        raise
+    finally:
+        raw.release_conn()
 
 
 def send(ctx, req, retry_statuses=RETRY_STATUSES, deadline=None, what=None, variable=None):
@@ -833,140 +1022,6 @@ def send(ctx, req, retry_statuses=RETRY_STATUSES, deadline=None, what=None, vari
         time.sleep(wait)
 
 
-def _attempt(urllib3, pool, req, left, deadline):
-    timeout = urllib3.Timeout(connect=min(10.0, left), read=left)
-    raw = pool.urlopen(
-        req.method,
-        req.url,
-        body=req.rebuild(deadline) if req.rebuild else req.body,
-        headers=req.headers,
-        timeout=timeout,
-        retries=False,
-        redirect=False,
-        preload_content=False,
-    )
-    try:
-        chunks, size = [], 0
-        # A server that trickles the body would defeat the per-read timeout: check the deadline per chunk.
-        for chunk in raw.stream(65536):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > MAX_BODY or time.monotonic() > deadline:
-                raise urllib3.exceptions.ReadTimeoutError(None, req.url, "response too slow or too large")
-        return Response(raw.status, raw.headers, b"".join(chunks))
-    except BaseException:
-        raw.close()  # half-read: the connection must not go back to the pool for the next request
-        raise
-    finally:
-        raw.release_conn()
-
-
-def _retry_after(urllib3, response):
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, urllib3.Retry(0).parse_retry_after(value))
-    except urllib3.exceptions.InvalidHeader:
-        return None
-
-
-def _network_reason(urllib3, error, where, fix):
-    """(the one-line reason, whether another attempt in this invocation can help)."""
-    import ssl
-
-    reason = getattr(error, "reason", None) or error
-    if isinstance(error, urllib3.exceptions.ProxyError):
-        if "407" in str(reason):  # wrong proxy credentials fail the same way on every attempt
-            return "the proxy refused its credentials (HTTP 407): fix user:password in HTTPS_PROXY/HTTP_PROXY", False
-        return f"cannot reach {where} through the proxy ({reason}): check HTTPS_PROXY, HTTP_PROXY and NO_PROXY", True
-    if isinstance(error, urllib3.exceptions.SSLError):
-        chain, verify = error, False
-        while chain is not None and not verify:
-            verify = isinstance(chain, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(chain)
-            chain = chain.__cause__ or chain.__context__
-        if verify:  # the same certificate will fail the same way until the trust store changes
-            return f"TLS certificate of {where} not trusted: set SSL_CERT_FILE to the CA bundle that signs it", False
-        return f"TLS failed with {where} ({reason}){fix}", True
-    name_error = getattr(urllib3.exceptions, "NameResolutionError", ())  # urllib3 2; 1.26 words it in the reason
-    if isinstance(error, name_error) or isinstance(reason, name_error) or "Name or service not known" in str(reason):
-        return f"cannot resolve the host of {where} (DNS lookup failed){fix}", True
-    # urllib3 makes NewConnectionError a kind of ConnectTimeoutError: ask for the narrower one first.
-    new_connection = urllib3.exceptions.NewConnectionError
-    if isinstance(error, new_connection) or isinstance(reason, new_connection):
-        refused = "refused" in str(reason).lower()
-        return f"cannot connect to {where} ({'connection refused' if refused else 'unreachable'}){fix}", True
-    connect_timeout = urllib3.exceptions.ConnectTimeoutError
-    if isinstance(error, connect_timeout) or isinstance(reason, connect_timeout):
-        return f"cannot connect to {where} (no answer to the connection attempt){fix}", True
-    if isinstance(error, (urllib3.exceptions.TimeoutError, urllib3.exceptions.ReadTimeoutError)):
-        return f"{where} did not answer in time (PEEPSHOW_SINK_TIMEOUT allows more)", True
-    if isinstance(error, urllib3.exceptions.ProtocolError):
-        return f"{where} dropped the connection", True
-    return f"network error talking to {where}: {type(reason).__name__}{fix}", True
-
-
-def host_port(url):
-    """`host:port` of a URL, the scheme's default port spelled out (what a refused connection went to)."""
-    import urllib.parse
-
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or url
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return f"{host}:{port or (443 if parts.scheme == 'https' else 80)}"
-
-
-class Invocation:
-    """What one invocation of a sink knows beyond its configuration: passed to every delivery and request.
-
-    name           the sink's name, for messages and the User-Agent
-    env            the environment the configuration was read from
-    timeout        PEEPSHOW_SINK_TIMEOUT, in seconds
-    verbose        --verbose: narrate retries and replays on stderr
-    session        what the sink keeps from one delivery to the next in this invocation (held tokens, rate-limit
-                   paces, tables created): its own Session(config), or None for a sink that keeps nothing
-    http           the HttpClient, once the invocation sends anything
-    deadline       when one run is delivered as it happens, its deadline (a time.monotonic() value); else None, and
-                   every request of a backfill or --flush gets `timeout` of its own
-    live           True while that one run itself is being delivered (not a backfill, --flush, nor the replay that
-                   follows a live run): a sink may take the single-run API then
-    accepted       whether the destination took any run in this invocation: what makes a refusal the run's own
-    refused_alike  the refusal a whole request met in every part, once one did: later requests refused alike are
-                   not narrowed down again
-    on_interrupt   what the delivery in flight registered to undo if a signal comes (cancel a running statement)
-    """
-
-    __slots__ = (
-        "name",
-        "env",
-        "timeout",
-        "verbose",
-        "session",
-        "http",
-        "deadline",
-        "live",
-        "accepted",
-        "refused_alike",
-        "on_interrupt",
-    )
-
-    def __init__(self, name, env, timeout, verbose=False, session=None):
-        self.name, self.env, self.timeout, self.verbose, self.session = name, env, timeout, verbose, session
-        self.http, self.deadline, self.refused_alike = None, None, None
-        self.live = self.accepted = False
-        self.on_interrupt = []
-
-
-def request_deadline(ctx):
-    """The run's deadline (one run per invocation) or a fresh one per request (backfill, --flush)."""
-    return ctx.deadline or time.monotonic() + ctx.timeout
-
-
 def redirect_error(response, what, variable):
     location = response.headers.get("Location", "elsewhere")
     return remote_error(
@@ -999,37 +1054,6 @@ def send_renewing(ctx, req, credential, attach, refused_statuses=(401,), **send_
             log(ctx, f"HTTP {response.status} with the credential held: sending again with a new one")
             response = send(ctx, attach(req, fresh), **send_options)
     return response
-
-
-class CreateOnce:
-    """What a delivery creates when it finds it missing (a table), at most once per invocation: the first request
-    that needs it creates it with `create(ctx, *args)`, concurrent requests wait for that, and its failure is every
-    later asker's failure. `created` tells whether it was made (or found made)."""
-
-    __slots__ = ("create", "tried", "created", "failure", "lock")
-
-    def __init__(self, create):
-        import threading
-
-        self.create, self.tried, self.created, self.failure = create, False, False, None
-        self.lock = threading.Lock()
-
-    def ensure(self, ctx, *args):
-        with self.lock:
-            if not self.tried:
-                self.tried = True
-                try:
-                    self.create(ctx, *args)
-                    self.created = True
-                except SinkError as error:
-                    self.failure = error
-            if self.failure is not None:
-                raise self.failure
-
-
-def log(ctx, message):
-    if ctx.verbose:
-        print(redact(f"{ctx.name}: {message}"), file=sys.stderr, flush=True)
 
 
 # -- what every sink's delivery shares ---------------------------------------------------------------------------------
@@ -1081,6 +1105,32 @@ def deliver_each(requests, count, send_one, concurrency=1):
     return outcomes
 
 
+class CreateOnce:
+    """What a delivery creates when it finds it missing (a table), at most once per invocation: the first request
+    that needs it creates it with `create(ctx, *args)`, concurrent requests wait for that, and its failure is every
+    later asker's failure. `created` tells whether it was made (or found made)."""
+
+    __slots__ = ("create", "tried", "created", "failure", "lock")
+
+    def __init__(self, create):
+        import threading
+
+        self.create, self.tried, self.created, self.failure = create, False, False, None
+        self.lock = threading.Lock()
+
+    def ensure(self, ctx, *args):
+        with self.lock:
+            if not self.tried:
+                self.tried = True
+                try:
+                    self.create(ctx, *args)
+                    self.created = True
+                except SinkError as error:
+                    self.failure = error
+            if self.failure is not None:
+                raise self.failure
+
+
 def column_problems(columns, found, missing, retyped, extra):
     """--check's verdict on a table's columns against the `columns` a sink writes ((name, type) pairs): a list of
     one-line problems, each with its fix, worded by the sink in its API's own terms. `found` maps each of the
@@ -1096,7 +1146,7 @@ def column_problems(columns, found, missing, retyped, extra):
     return [problem for problem in problems if problem]
 
 
-# -- the spool: runs waiting for a destination ---------------------------------------------------------------------
+# -- the spool: runs waiting for a destination -------------------------------------------------------------------------
 #
 # <spool root>/<sink>/ holds one file per run that was not delivered:
 #   <key>-<run>.json                   waiting. <key> names the destination the run is kept for (destination_key),
@@ -1113,7 +1163,6 @@ def column_problems(columns, found, missing, retyped, extra):
 # The variable that names the user's home: USERPROFILE on Windows, as Python's expanduser, the Databricks CLI and its
 # SDKs read it there (a HOME that a Unix-like shell sets on Windows is that shell's), HOME everywhere else.
 HOME_VARIABLE = "USERPROFILE" if os.name == "nt" else "HOME"
-
 SPOOL_SWITCH = {"off": False, "0": False, "false": False, "no": False, "on": True, "1": True, "true": True, "yes": True}
 
 
@@ -1142,32 +1191,6 @@ def spool_dir(env, name):
 def destination_key(material):
     """A short, non-reversible name for a destination (its identity may include a token: never in a file name)."""
     return digest("sha256", "\x1f".join(material).encode("utf-8")).hex()[:16]
-
-
-def digest(algorithm, data):
-    """SHA-1 (UUIDv5 ids, not secrets) or SHA-256 of `data`.
-
-    hashlib loads OpenSSL's libcrypto on import (~3 ms, a few percent of a whole run); CPython's own built-in
-    modules compute the same digests without it. hashlib stays the fallback for builds without them. The
-    constructor found is kept: looking for a module that is not there searches the whole path, every time.
-    """
-    constructor = _DIGESTS.get(algorithm)
-    if constructor is None:
-        for module in {"sha1": ("_sha1",), "sha256": ("_sha2", "_sha256")}[algorithm]:
-            try:
-                constructor = getattr(__import__(module), algorithm)
-                break
-            except (ImportError, AttributeError):
-                continue
-        else:
-            import hashlib
-
-            constructor = getattr(hashlib, algorithm)
-        _DIGESTS[algorithm] = constructor
-    return constructor(data).digest()
-
-
-_DIGESTS = {}
 
 
 def run_key(row):
@@ -1233,7 +1256,7 @@ def write_private(path, data, durable=True):
         raise
 
 
-# -- claims: a spooled run being delivered belongs to a live process -----------------------------------------------
+# -- claims: a spooled run being delivered belongs to a live process ---------------------------------------------------
 # A process claims a run by renaming its file to `.claimed-<owner>` while it holds an operating-system lock on
 # `.owner-<owner>.lock`. The kernel drops the lock when the process ends, however it ends (killed, crashed, a
 # container stopped), so a claim whose owner's lock is free is taken back by the next flush or delivery. No
@@ -1302,6 +1325,21 @@ def release_owner(spool):
         _remove_quietly(owner.path)
 
 
+def _remove_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _rename_quietly(source, target):
+    try:
+        os.replace(source, target)
+        return True
+    except OSError:
+        return False
+
+
 def _owner_alive(directory, token):
     """Whether the process that claimed runs as `token` still runs: its lock file is there and locked."""
     path = os.path.join(directory, f".owner-{token}.lock")
@@ -1319,21 +1357,6 @@ def _owner_alive(directory, token):
     return False
 
 
-def _remove_quietly(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _rename_quietly(source, target):
-    try:
-        os.replace(source, target)
-        return True
-    except OSError:
-        return False
-
-
 def _spool_names(directory, keys=None):
     """The spool's file names (of this destination's `keys`, or all), sorted; no temporary or lock files."""
     prefixes = tuple(key + "-" for key in keys) if keys else ""
@@ -1348,19 +1371,19 @@ def _claimed_by(name):
     return name.rsplit(".claimed-", 1)[1] if ".claimed-" in name else None
 
 
+def _entry(row, label):
+    payload = dict(row.payload)
+    payload["createdAt"] = row.created_at
+    entry = {"destination": label, "identity": row.identity, "run": payload}
+    return json.dumps(entry, ensure_ascii=False).encode("utf-8")
+
+
 def spool_put(directory, key, row, label, durable=True):
     """Keep an undelivered run under `key`. The stored payload carries created_at, and the entry the run's
     identity, so a replay reuses every derived id and is recognised as the same run."""
     path = os.path.join(directory, f"{key}-{row.identity}.json")
     write_private(path, _entry(row, label), durable)
     return path
-
-
-def _entry(row, label):
-    payload = dict(row.payload)
-    payload["createdAt"] = row.created_at
-    entry = {"destination": label, "identity": row.identity, "run": payload}
-    return json.dumps(entry, ensure_ascii=False).encode("utf-8")
 
 
 def spool_hold(spool, row):
@@ -1370,23 +1393,6 @@ def spool_hold(spool, row):
     path = os.path.join(spool.directory, f"{spool.key}-{row.identity}.json.claimed-{owner.token}")
     write_private(path, _entry(row, spool.label), durable=False)  # the page cache outlives the process
     return path
-
-
-def spool_find(spool, identity):
-    """A spooled copy of the run `identity` for this destination: ("waiting", path), ("busy", path) when a live
-    process is delivering it, or None."""
-    for name in _spool_names(spool.directory, spool.keys):
-        if f"-{identity}.json" not in name:
-            continue
-        owner = _claimed_by(name)
-        path = os.path.join(spool.directory, name)
-        if owner is None and name.endswith(".json"):
-            return "waiting", path
-        if owner is not None:
-            if _owner_alive(spool.directory, owner):
-                return "busy", path
-            return "waiting", path
-    return None
 
 
 def spool_claim_path(spool, path):
@@ -1404,6 +1410,23 @@ def spool_claim_path(spool, path):
         _rename_quietly(target, target.rsplit(".claimed-", 1)[0] + ".unreadable")
         return target, None
     return target, entry
+
+
+def spool_find(spool, identity):
+    """A spooled copy of the run `identity` for this destination: ("waiting", path), ("busy", path) when a live
+    process is delivering it, or None."""
+    for name in _spool_names(spool.directory, spool.keys):
+        if f"-{identity}.json" not in name:
+            continue
+        owner = _claimed_by(name)
+        path = os.path.join(spool.directory, name)
+        if owner is None and name.endswith(".json"):
+            return "waiting", path
+        if owner is not None:
+            if _owner_alive(spool.directory, owner):
+                return "busy", path
+            return "waiting", path
+    return None
 
 
 class Claims:
@@ -1491,7 +1514,7 @@ def spool_requeue_rejected(directory, keys):
     return len(names)
 
 
-# -- the record of delivered runs ----------------------------------------------------------------------------------
+# -- the record of delivered runs --------------------------------------------------------------------------------------
 # One line per run delivered to a destination, so that a backfill skips what a live run (whose payload carries no
 # createdAt, so no shared dedup id) already delivered: {"id": identity, "run": run_id, "dir": outputDir, "runId":
 # the manifest's runId}. 0.2.0 wrote the run_id alone (a JSON string's inside), which a backfill still honours.
@@ -1569,108 +1592,102 @@ def record_delivered(directory, key, rows):
         os.close(descriptor)
 
 
-# -- the command line every sink shares ----------------------------------------------------------------------------
-
-COMMON_HELP = """
-Register with peepshow:
-  peepshow sinks add-cmd ~/bin/{name}.pyz                after every extraction
-  peepshow ./clip.mp4 --sink {name}                      with dist/peepshow-sink-{name} copied onto PATH
-  peepshow sinks add {name} --when extension=mp4,mov     only for matching videos
-
-Input:
-  stdin            one run: the JSON that `peepshow <video> --emit json` prints (peepshow pipes it in);
-                   several runs, concatenated or one per line, are a backfill (a malformed one is named and
-                   skipped, and the exit code is 4 at the end)
-  PATH ...         manifest.json files or run directories (their manifest.json) to backfill
-  --from-index [PATH]
-                   backfill every run in peepshow's index (default ~/.peepshow/runs/index.ndjson); runs
-                   already delivered and runs whose files are gone are counted and skipped
-
-Options:
-  --dry-run        print the exact request(s) delivery would send for the input, credentials redacted;
-                   send nothing
-  --flush          replay the runs kept in the spool (reads no stdin); exit 0 only when none is left and
-                   none was rejected
-  --retry-rejected with --flush: queue the runs the service rejected (*.rejected) again, once you fixed
-                   the cause (a column type, a bad value)
-  --resend         with a backfill: send runs the record says were delivered too (after the table was
-                   dropped); dedup ids, MERGE and primary keys still keep one copy of each
-  --check          verify the configuration, and ask the service a question that writes nothing: its
-                   answer is judged as delivery would judge it
-{print_schema}  --verbose        narrate retries and replays on stderr
-  --version, --help
-
-Shared environment:
-  PEEPSHOW_SINK_TIMEOUT    seconds one run may take, retries and polling included (default 30);
-                           for a backfill, the bound of each request
-  PEEPSHOW_SINK_SPOOL_DIR  the directory where undelivered runs are kept (default ~/.peepshow/spool; ~ and
-                           relative paths allowed); one file per run, 0600, in directories the sink creates 0700
-  PEEPSHOW_SINK_SPOOL      a switch: off (or 0, false, no) keeps no undelivered run; default on
-  HTTPS_PROXY, HTTP_PROXY, NO_PROXY, SSL_CERT_FILE   honoured
-
-Exit codes: 0 delivered, 2 usage or configuration, 3 missing dependency, 4 malformed stdin,
-  5 remote or network failure, 130 / 143 interrupted (SIGINT / SIGTERM; 149: Ctrl-Break on Windows; the run is
-  kept). A run that was not delivered is kept in the spool; one the service refused while it took others is set
-  aside as *.rejected.
-"""
-
-PRINT_SCHEMA_HELP = "  --print-schema   print the table definition (no host or credential needed)\n"
-
-GROUP_RUNS = 500
-GROUP_BYTES = 16 * 1024 * 1024
-REPLAY_RUNS = 100
-# "No (further) document": JSON null is a document, so None cannot mean that.
-_END = object()
+# -- judging a delivery: whose fault each failure is -------------------------------------------------------------------
+# A refusal the service pins on nothing but the request (a bare 400 or 413, Segment's "Exceed payload limit", a
+# statement failing on some value) is narrowed down before it is judged: the request's runs are sent again in
+# halves (their dedup ids make that harmless) until the refusal follows single runs, or every part is refused
+# alike. A refusal that follows one run is that run's once the destination took another run in this invocation;
+# before that, nothing shows that the destination itself works, so the runs stay queued and the sending stops. A
+# destination that refuses everything alike costs about 2 x log2(n) requests to recognise, not n.
 
 
-class Interrupted(BaseException):
-    """SIGTERM (and Windows' SIGBREAK), raised in the main thread as SIGINT raises KeyboardInterrupt; `code` is the
-    exit code."""
-
-    def __init__(self, code):
-        super().__init__(code)
-        self.code = code
-
-
-def main(sink, argv=None, env=None, stdin=None, stdout=None, stderr=None):
-    """Run `sink` as a command; returns the exit code. Every failure is one redacted line on stderr."""
-    started = time.monotonic()
-    argv = sys.argv[1:] if argv is None else argv
-    env = os.environ if env is None else env
-    stdout = stdout or _tolerant(sys.stdout)
-    stderr = stderr or _tolerant(sys.stderr)
+def _deliver_rows(sink, config, ctx, rows):
+    """Per-row outcomes of one delivery: None (delivered) or a SinkError (one for the whole call applies to all)."""
     try:
-        return _run(sink, argv, env, stdin, stdout, stderr, started)
+        outcomes = list(sink.deliver(rows, config, ctx))
     except SinkError as error:
-        _say(stderr, sink.NAME, error.message)
-        return error.code
-    except KeyboardInterrupt:
-        _say(stderr, sink.NAME, "interrupted")
-        return 130
-    except Interrupted as interrupt:
-        _say(stderr, sink.NAME, "interrupted")
-        return interrupt.code
-    except Exception as error:  # noqa: BLE001 - the last line of defence: never a traceback, never a secret
-        _say(stderr, sink.NAME, f"internal error ({type(error).__name__}: {error}); please report it")
-        return EXIT_REMOTE
+        outcomes = [error] * len(rows)
+    if any(outcome is None for outcome in outcomes):
+        ctx.accepted = True
+    return outcomes
 
 
-def _tolerant(stream):
-    """The stream, writing what its encoding cannot hold as escapes (`\\xe9`) instead of failing: a terminal or
-    PYTHONIOENCODING set to ASCII must not turn a run's non-ASCII title into a crash or a lost error message.
+def _alike(outcome, refusal):
+    if outcome is None or refusal is None or outcome.fault not in (REFUSED, DESTINATION):
+        return False
+    if outcome.reason is not None or refusal.reason is not None:
+        return outcome.reason == refusal.reason
+    return outcome.message == refusal.message
 
-    On Windows Python writes a pipe in the ANSI code page and every newline as CRLF: the stream is made UTF-8 (unless
-    PYTHONIOENCODING says otherwise) with plain newlines, so that what peepshow reads, --dry-run's exact requests and
-    --print-schema's table are the same bytes on every system."""
-    if stream is not None and hasattr(stream, "reconfigure"):
-        options = {"errors": "backslashreplace", "newline": "\n"}
-        if os.name == "nt" and not os.environ.get("PYTHONIOENCODING"):
-            options["encoding"] = "utf-8"
-        try:
-            stream.reconfigure(**options)
-        except (ValueError, OSError):  # a closed or detached stream: writing to it fails anyway, and is caught
-            pass
-    return stream
+
+def _refused_alike(refusal):
+    return SinkError(refusal.code, refusal.message, DESTINATION, False, refusal.reason)
+
+
+def _narrow(sink, config, ctx, rows, refusal):
+    """Outcomes for `rows`, refused as a whole by `refusal`: the first half narrowed down (depth first), then the
+    second half; when both halves are refused alike, the refusal follows no run: the destination's."""
+    middle = len(rows) // 2
+    first = deliver_judged(sink, config, ctx, rows[:middle])
+    if all(_alike(outcome, refusal) for outcome in first):
+        second = _deliver_rows(sink, config, ctx, rows[middle:])
+        if all(_alike(outcome, refusal) for outcome in second):
+            ctx.refused_alike = refusal
+            return [_refused_alike(refusal)] * len(rows)
+        second = _narrow_refusals(sink, config, ctx, rows[middle:], second)
+    else:
+        second = deliver_judged(sink, config, ctx, rows[middle:])
+    return first + second
+
+
+def _narrow_refusals(sink, config, ctx, rows, outcomes):
+    shared = {}  # rows refused together in one request share its SinkError
+    for index, outcome in enumerate(outcomes):
+        if outcome is not None and outcome.fault == REFUSED and not outcome.pinned:
+            shared.setdefault(id(outcome), []).append(index)
+    for indices in shared.values():
+        if len(indices) < 2:
+            continue
+        refusal = outcomes[indices[0]]
+        if _alike(refusal, ctx.refused_alike):  # the destination already refused every part of a request so
+            narrowed = [_refused_alike(refusal)] * len(indices)
+        else:
+            narrowed = _narrow(sink, config, ctx, [rows[index] for index in indices], refusal)
+        for index, outcome in zip(indices, narrowed):
+            outcomes[index] = outcome
+    return outcomes
+
+
+def deliver_judged(sink, config, ctx, rows):
+    """Per-row outcomes, each refusal that named no run narrowed down to the runs it follows."""
+    return _narrow_refusals(sink, config, ctx, rows, _deliver_rows(sink, config, ctx, rows))
+
+
+def _verdict(outcome, accepted):
+    """What becomes of a run that was not delivered: "rejected" (set aside: the service refused it while it took
+    another run), "kept" (queued for this destination: a passing failure) or "unbound" (queued for whichever
+    configuration works next: the destination refused the configuration, or everything it was sent)."""
+    if outcome.fault == REFUSED and accepted:
+        return "rejected"
+    return "kept" if outcome.fault == TRANSIENT else "unbound"
+
+
+def _why_kept(outcome, sink):
+    """The clause a message adds about runs kept after `outcome`."""
+    if outcome.fault == TRANSIENT:
+        return ""
+    if outcome.fault == REFUSED or outcome.reason is not None:  # a refusal that no run was shown to deserve
+        check = (
+            f"`{sink.NAME} --check` compares it with what the sink writes; " if hasattr(sink, "print_schema") else ""
+        )
+        return (
+            "the destination took no run in this invocation and refused them alike, so the cause is more likely "
+            f"the destination (a table made otherwise) than the runs: {check}once it is fixed, "
+        )
+    return "once that is fixed, "
+
+
+# -- what an invocation says -------------------------------------------------------------------------------------------
 
 
 def _say(stream, name, message):
@@ -1679,215 +1696,6 @@ def _say(stream, name, message):
         stream.flush()
     except (OSError, ValueError):
         pass
-
-
-def parse_args(argv):
-    options = {"paths": [], "from_index": None}
-    flags = {
-        "--dry-run",
-        "--flush",
-        "--retry-rejected",
-        "--resend",
-        "--check",
-        "--print-schema",
-        "--verbose",
-        "--help",
-        "-h",
-        "--version",
-    }
-    index = 0
-    while index < len(argv):
-        arg = argv[index]
-        index += 1
-        if arg in flags:
-            options["help" if arg == "-h" else arg[2:].replace("-", "_")] = True
-        elif arg == "--from-index" or arg.startswith("--from-index="):
-            value = arg.partition("=")[2]
-            if not value and index < len(argv) and not argv[index].startswith("--"):
-                value = argv[index]
-                index += 1
-            options["from_index"] = value or os.path.join(os.path.expanduser("~"), ".peepshow", "runs", "index.ndjson")
-        elif arg == "--":
-            options["paths"] += argv[index:]
-            break
-        elif arg.startswith("-") and arg != "-":
-            raise usage_error(f"unknown option {arg}: see --help")
-        else:
-            options["paths"].append(arg)
-    if options.get("retry_rejected") and not options.get("flush"):
-        raise usage_error("--retry-rejected goes with --flush: `<sink> --flush --retry-rejected`")
-    if options.get("dry_run") and options.get("flush"):  # --flush would send: a dry run must never
-        raise usage_error("--dry-run does not go with --flush, which sends the spooled runs: drop one of the two")
-    return options
-
-
-def _run(sink, argv, env, stdin, stdout, stderr, started):
-    options = parse_args(argv)
-    if options.get("help"):
-        schema = PRINT_SCHEMA_HELP if hasattr(sink, "print_schema") else ""
-        common = COMMON_HELP.format(name=sink.NAME, print_schema=schema)
-        stdout.write(sink.HELP.strip() + "\n" + _this_environment(sink, env) + common)
-        return EXIT_OK
-    if options.get("version"):
-        stdout.write(f"{sink.NAME} {version()}\n")
-        return EXIT_OK
-    if options.get("print_schema"):
-        if not hasattr(sink, "print_schema"):
-            raise usage_error(f"{sink.NAME} writes no table: there is no schema to print")
-        # The table's definition is fixed: only its names come from the environment, never a host or credential.
-        stdout.write(sink.print_schema(sink.schema_config(env)).rstrip("\n") + "\n")
-        return EXIT_OK
-    timeout = read_timeout(env)
-    config = sink.read_config(env)
-    session = sink.Session(config) if hasattr(sink, "Session") else None
-    ctx = Invocation(sink.NAME, env, timeout, options.get("verbose"), session)
-    spool = _spool(sink, config, env)
-    if options.get("check"):
-        ctx.http = http_client(env)
-        report = CheckReport(stdout)
-        code = sink.check(config, ctx, report)
-        if code != EXIT_OK:
-            _say(stderr, sink.NAME, report.reason())
-        return code
-    _on_sigterm()
-    try:
-        return _dispatch(sink, config, ctx, spool, options, stdin, stdout, stderr, started)
-    except (KeyboardInterrupt, Interrupted) as interrupt:
-        _undo(ctx)
-        if spool.directory:
-            release_claims(spool)
-        raise interrupt from None
-    finally:
-        if spool.directory:
-            release_owner(spool)
-
-
-def _spool(sink, config, env):
-    label, material = sink.destination(config)
-    older = sink.legacy_destinations(config) if hasattr(sink, "legacy_destinations") else []
-    family = sink.unbound_destination(config) if hasattr(sink, "unbound_destination") else ()
-    return Spool(
-        spool_dir(env, sink.NAME),
-        destination_key(material),
-        [destination_key(identity) for identity in older],
-        destination_key(("unbound", *family)),
-        label,
-    )
-
-
-def _on_sigterm():
-    """SIGTERM (a cancelled CI job, `timeout`, a stopped container) interrupts like Ctrl-C, so the run is kept.
-
-    Windows delivers no SIGTERM from outside (Popen.terminate, taskkill /F and Task Manager end a process as SIGKILL
-    does): a console program's polite stop there is Ctrl-Break (CTRL_BREAK_EVENT, SIGBREAK), which interrupts the
-    same way (exit 149)."""
-    import signal
-
-    def interrupt(number, frame):
-        raise Interrupted(128 + number)
-
-    try:
-        signal.signal(signal.SIGTERM, interrupt)
-        if os.name == "nt":
-            signal.signal(signal.SIGBREAK, interrupt)
-    except (ValueError, OSError):  # not the main thread (an embedding caller): keep its handlers
-        pass
-
-
-def _undo(ctx):
-    """On a signal: what the delivery in flight registered to undo (cancel a running statement), briefly."""
-    for undo in list(ctx.on_interrupt):
-        try:
-            undo()
-        except Exception as error:  # noqa: BLE001 - a failed undo must not hide the interruption
-            log(ctx, f"on interruption: {error}")
-
-
-def _dispatch(sink, config, ctx, spool, options, stdin, stdout, stderr, started):
-    env = ctx.env
-    if options.get("flush"):
-        ctx.http = http_client(env)
-        return _flush(sink, config, ctx, spool, stdout, stderr, options.get("retry_rejected"))
-    record = None
-    if spool.directory and not options.get("dry_run") and not options.get("resend"):
-        record = delivered_runs(spool.directory, spool.keys)
-    if options["paths"] or options["from_index"]:
-        sources = _manifest_sources(options, stdin, record)
-        single = _END
-    else:
-        stream = stdin or _stdin()
-        if hasattr(stream, "isatty") and stream.isatty():
-            raise usage_error(
-                f"reads a peepshow run on stdin: `peepshow <video> --emit json | {sink.NAME}` (see --help)"
-            )
-        documents = iter_documents(stream)
-        first = next(documents)
-        second = next(documents, _END)
-        if second is _END:
-            if isinstance(first, SinkError):
-                raise first
-            single = first
-        else:
-            sources = _on_stdin(_chain([first, second], documents))
-            single = _END
-
-    if options.get("dry_run") and hasattr(sink, "describe"):
-        stdout.write(redact(f"# {sink.NAME}: {sink.describe(config)}\n"))  # which way in, before the requests
-    if single is not _END:
-        row = derive(single, env)
-        single = first = None  # the row keeps what delivery needs; let the full document go
-        if options.get("dry_run"):
-            _print_requests(sink, [row], config, True, stdout)
-            return EXIT_OK
-        ctx.deadline = started + ctx.timeout
-        ctx.http = http_client(env)
-        return _deliver_live(sink, config, ctx, spool, row, stderr)
-    ctx.http = http_client(env)
-    return _backfill(sink, config, ctx, spool, sources, record, options.get("dry_run"), stdout, stderr)
-
-
-def _print_requests(sink, rows, config, live, stdout):
-    """--dry-run: the requests delivery would send for `rows` (`live`: one run delivered as it happens, not a
-    backfill's group, however small)."""
-    plan = getattr(sink, "planned_requests", None)
-    for req in plan(rows, config, live) if plan else sink.build_requests(rows, config):
-        stdout.write(describe_request(req))
-
-
-def _this_environment(sink, env):
-    """For --help: the way in that the current environment resolves to (an API, an auth method), when the sink
-    has more than one; never a secret, nothing sent."""
-    if not hasattr(sink, "describe"):
-        return ""
-    try:
-        what = sink.describe(sink.read_config(env))
-    except SinkError as error:
-        what = f"not configured yet ({error.message})"
-    return redact(f"\nThis environment: {what}.\n")
-
-
-class CheckReport:
-    """--check's stdout, passed through line by line; it remembers the FAIL lines, so that a failed check ends,
-    like every other failure, with its one-line reason on stderr."""
-
-    def __init__(self, out):
-        self.out = out
-        self.failures = []
-
-    def write(self, text):
-        text = redact(text)  # the report quotes services, and some echo the credential they refused
-        for line in text.splitlines():
-            if line.startswith("FAIL"):
-                self.failures.append(line[4:].strip())
-            elif line.startswith("fix:") and self.failures:
-                self.failures[-1] += f"; fix: {line[4:].strip()}"
-        self.out.write(text)
-
-    def reason(self):
-        if not self.failures:
-            return "--check failed: see the report on stdout"
-        more = len(self.failures) - 1
-        return self.failures[0] + (f" (and {more} more problem(s): see the report on stdout)" if more else "")
 
 
 class Progress:
@@ -1928,187 +1736,48 @@ class Progress:
             pass
 
 
-def _stdin():
-    """The binary stdin; a closed one (`sink <&-`) reads as empty rather than crashing."""
-    if sys.stdin is None:
-        import io
+class Tally:
+    """What an invocation did with its runs, as its last line says it."""
 
-        return io.BytesIO()
-    return sys.stdin.buffer
+    __slots__ = ("delivered", "rejected", "kept", "not_kept", "skipped", "duplicates", "gone", "malformed")
 
+    def __init__(self):
+        for name in self.__slots__:
+            setattr(self, name, 0)
 
-def _chain(head, tail):
-    yield from head
-    yield from tail
-
-
-def _on_stdin(documents):
-    """(where, document) for each document of a stream on stdin (a malformed one is a SinkError in its place)."""
-    for number_, document in enumerate(documents, 1):
-        yield f"document {number_} on stdin", document
-
-
-# -- judging a delivery: whose fault each failure is ---------------------------------------------------------------
-# A refusal the service pins on nothing but the request (a bare 400 or 413, Segment's "Exceed payload limit", a
-# statement failing on some value) is narrowed down before it is judged: the request's runs are sent again in
-# halves (their dedup ids make that harmless) until the refusal follows single runs, or every part is refused
-# alike. A refusal that follows one run is that run's once the destination took another run in this invocation;
-# before that, nothing shows that the destination itself works, so the runs stay queued and the sending stops. A
-# destination that refuses everything alike costs about 2 x log2(n) requests to recognise, not n.
-
-
-def _deliver_rows(sink, config, ctx, rows):
-    """Per-row outcomes of one delivery: None (delivered) or a SinkError (one for the whole call applies to all)."""
-    try:
-        outcomes = list(sink.deliver(rows, config, ctx))
-    except SinkError as error:
-        outcomes = [error] * len(rows)
-    if any(outcome is None for outcome in outcomes):
-        ctx.accepted = True
-    return outcomes
-
-
-def deliver_judged(sink, config, ctx, rows):
-    """Per-row outcomes, each refusal that named no run narrowed down to the runs it follows."""
-    return _narrow_refusals(sink, config, ctx, rows, _deliver_rows(sink, config, ctx, rows))
-
-
-def _narrow_refusals(sink, config, ctx, rows, outcomes):
-    shared = {}  # rows refused together in one request share its SinkError
-    for index, outcome in enumerate(outcomes):
-        if outcome is not None and outcome.fault == REFUSED and not outcome.pinned:
-            shared.setdefault(id(outcome), []).append(index)
-    for indices in shared.values():
-        if len(indices) < 2:
-            continue
-        refusal = outcomes[indices[0]]
-        if _alike(refusal, ctx.refused_alike):  # the destination already refused every part of a request so
-            narrowed = [_refused_alike(refusal)] * len(indices)
-        else:
-            narrowed = _narrow(sink, config, ctx, [rows[index] for index in indices], refusal)
-        for index, outcome in zip(indices, narrowed):
-            outcomes[index] = outcome
-    return outcomes
-
-
-def _narrow(sink, config, ctx, rows, refusal):
-    """Outcomes for `rows`, refused as a whole by `refusal`: the first half narrowed down (depth first), then the
-    second half; when both halves are refused alike, the refusal follows no run: the destination's."""
-    middle = len(rows) // 2
-    first = deliver_judged(sink, config, ctx, rows[:middle])
-    if all(_alike(outcome, refusal) for outcome in first):
-        second = _deliver_rows(sink, config, ctx, rows[middle:])
-        if all(_alike(outcome, refusal) for outcome in second):
-            ctx.refused_alike = refusal
-            return [_refused_alike(refusal)] * len(rows)
-        second = _narrow_refusals(sink, config, ctx, rows[middle:], second)
-    else:
-        second = deliver_judged(sink, config, ctx, rows[middle:])
-    return first + second
-
-
-def _alike(outcome, refusal):
-    if outcome is None or refusal is None or outcome.fault not in (REFUSED, DESTINATION):
-        return False
-    if outcome.reason is not None or refusal.reason is not None:
-        return outcome.reason == refusal.reason
-    return outcome.message == refusal.message
-
-
-def _refused_alike(refusal):
-    return SinkError(refusal.code, refusal.message, DESTINATION, False, refusal.reason)
-
-
-def _verdict(outcome, accepted):
-    """What becomes of a run that was not delivered: "rejected" (set aside: the service refused it while it took
-    another run), "kept" (queued for this destination: a passing failure) or "unbound" (queued for whichever
-    configuration works next: the destination refused the configuration, or everything it was sent)."""
-    if outcome.fault == REFUSED and accepted:
-        return "rejected"
-    return "kept" if outcome.fault == TRANSIENT else "unbound"
-
-
-def _why_kept(outcome, sink):
-    """The clause a message adds about runs kept after `outcome`."""
-    if outcome.fault == TRANSIENT:
-        return ""
-    if outcome.fault == REFUSED or outcome.reason is not None:  # a refusal that no run was shown to deserve
-        check = (
-            f"`{sink.NAME} --check` compares it with what the sink writes; " if hasattr(sink, "print_schema") else ""
+    def summary(self):
+        parts = [f"{self.delivered} delivered"]
+        words = (
+            (self.rejected, "rejected (set aside as *.rejected)"),
+            (self.kept, "kept"),
+            (self.not_kept, "not kept"),
+            (self.skipped, "skipped as already delivered"),
+            (self.duplicates, "skipped as repeated in the input"),
+            (self.gone, "skipped as gone (their files no longer exist)"),
+            (self.malformed, "malformed"),
         )
-        return (
-            "the destination took no run in this invocation and refused them alike, so the cause is more likely "
-            f"the destination (a table made otherwise) than the runs: {check}once it is fixed, "
-        )
-    return "once that is fixed, "
+        return ", ".join(parts + [f"{count} {what}" for count, what in words if count])
 
 
-# -- one run, as it happens ----------------------------------------------------------------------------------------
+# -- one run, as it happens --------------------------------------------------------------------------------------------
 
 
-def _deliver_live(sink, config, ctx, spool, row, stderr):
-    """Deliver the run peepshow just made, within its deadline; keep it when it cannot be delivered.
+class Interrupted(BaseException):
+    """SIGTERM (and Windows' SIGBREAK), raised in the main thread as SIGINT raises KeyboardInterrupt; `code` is the
+    exit code."""
 
-    The run is written to the spool, claimed by this process, before it is sent: a signal, a kill or a crash at
-    any instant leaves it for the next flush. The same run piped again (peepshow re-firing a sink) is the same
-    run: delivered already, it is not sent again; kept, its stored copy is sent, with the same created_at.
-    """
-    import threading
+    def __init__(self, code):
+        super().__init__(code)
+        self.code = code
 
-    held = None
-    if spool.directory:
-        if is_recorded(spool.directory, spool.keys[:-1], row.identity):
-            log(ctx, f"run {row.run_id} was delivered to {spool.label} already: not sent again")
-            return EXIT_OK
-        held, row = _hold(ctx, spool, row)
-        if held is None and row is None:
-            return EXIT_OK
-    state = {}
 
-    def work():
-        ctx.live = True
-        state["live"] = deliver_judged(sink, config, ctx, [row])[0]
-        ctx.live = False  # what follows is a replay of older runs, however few
-        if state["live"] is None and spool.directory and spool_count(spool.directory, spool.keys):
-            _replay(sink, config, ctx, spool, Progress(None, sink.NAME), until=ctx.deadline - 1.0)
-
-    def guarded():
+def _undo(ctx):
+    """On a signal: what the delivery in flight registered to undo (cancel a running statement), briefly."""
+    for undo in list(ctx.on_interrupt):
         try:
-            work()
-        except BaseException as error:  # noqa: BLE001 - handed to the main thread, which reports it
-            state.setdefault("live", error)
-
-    # The hard stop: whatever the server does (trickles header bytes, hangs in DNS), peepshow gets control back
-    # by the deadline. The worker is a daemon thread and is abandoned at exit; runs it had claimed for a replay go
-    # back to the queue with this process's claim lock.
-    worker = threading.Thread(target=guarded, name="deliver", daemon=True)
-    worker.start()
-    try:
-        # In slices: on Windows a signal does not interrupt a wait for a thread (Python runs its handler only once
-        # the wait is over), so one long join would hold Ctrl-C or Ctrl-Break until the deadline.
-        stop = ctx.deadline + 0.25
-        while worker.is_alive() and time.monotonic() < stop:
-            worker.join(min(0.1, max(0.0, stop - time.monotonic())))
-    except (KeyboardInterrupt, Interrupted) as interrupt:
-        code = interrupt.code if isinstance(interrupt, Interrupted) else 130
-        return _interrupted(sink, ctx, spool, held, row, state, code, stderr)
-    outcome = state.get("live", "timeout")
-    if outcome == "timeout":
-        outcome = remote_error(
-            f"gave up after {ctx.timeout:g}s without an answer from the destination (PEEPSHOW_SINK_TIMEOUT)", True
-        )
-    if outcome is None:
-        if held:
-            spool_release(held, "delivered")
-            try:
-                record_delivered(spool.directory, spool.key, [row])
-            except OSError:
-                pass  # the record only spares a later backfill a duplicate; the run itself is delivered
-        return EXIT_OK
-    if not isinstance(outcome, SinkError):
-        raise outcome
-    _say(stderr, sink.NAME, outcome.message + _keep_live(sink, spool, held, row, outcome))
-    return outcome.code
+            undo()
+        except Exception as error:  # noqa: BLE001 - a failed undo must not hide the interruption
+            log(ctx, f"on interruption: {error}")
 
 
 def _hold(ctx, spool, row):
@@ -2178,30 +1847,104 @@ def _interrupted(sink, ctx, spool, held, row, state, code, stderr):
     return code
 
 
-# -- the spool, replayed ---------------------------------------------------------------------------------------------
+def _deliver_live(sink, config, ctx, spool, row, stderr):
+    """Deliver the run peepshow just made, within its deadline; keep it when it cannot be delivered.
 
+    The run is written to the spool, claimed by this process, before it is sent: a signal, a kill or a crash at
+    any instant leaves it for the next flush. The same run piped again (peepshow re-firing a sink) is the same
+    run: delivered already, it is not sent again; kept, its stored copy is sent, with the same created_at.
+    """
+    import threading
 
-class Tally:
-    """What an invocation did with its runs, as its last line says it."""
+    held = None
+    if spool.directory:
+        if is_recorded(spool.directory, spool.keys[:-1], row.identity):
+            log(ctx, f"run {row.run_id} was delivered to {spool.label} already: not sent again")
+            return EXIT_OK
+        held, row = _hold(ctx, spool, row)
+        if held is None and row is None:
+            return EXIT_OK
+    state = {}
 
-    __slots__ = ("delivered", "rejected", "kept", "not_kept", "skipped", "duplicates", "gone", "malformed")
+    def work():
+        ctx.live = True
+        state["live"] = deliver_judged(sink, config, ctx, [row])[0]
+        ctx.live = False  # what follows is a replay of older runs, however few
+        if state["live"] is None and spool.directory and spool_count(spool.directory, spool.keys):
+            _replay(sink, config, ctx, spool, Progress(None, sink.NAME), until=ctx.deadline - 1.0)
 
-    def __init__(self):
-        for name in self.__slots__:
-            setattr(self, name, 0)
+    def guarded():
+        try:
+            work()
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread, which reports it
+            state.setdefault("live", error)
 
-    def summary(self):
-        parts = [f"{self.delivered} delivered"]
-        words = (
-            (self.rejected, "rejected (set aside as *.rejected)"),
-            (self.kept, "kept"),
-            (self.not_kept, "not kept"),
-            (self.skipped, "skipped as already delivered"),
-            (self.duplicates, "skipped as repeated in the input"),
-            (self.gone, "skipped as gone (their files no longer exist)"),
-            (self.malformed, "malformed"),
+    # The hard stop: whatever the server does (trickles header bytes, hangs in DNS), peepshow gets control back
+    # by the deadline. The worker is a daemon thread and is abandoned at exit; runs it had claimed for a replay go
+    # back to the queue with this process's claim lock.
+    worker = threading.Thread(target=guarded, name="deliver", daemon=True)
+    worker.start()
+    try:
+        # In slices: on Windows a signal does not interrupt a wait for a thread (Python runs its handler only once
+        # the wait is over), so one long join would hold Ctrl-C or Ctrl-Break until the deadline.
+        stop = ctx.deadline + 0.25
+        while worker.is_alive() and time.monotonic() < stop:
+            worker.join(min(0.1, max(0.0, stop - time.monotonic())))
+    except (KeyboardInterrupt, Interrupted) as interrupt:
+        code = interrupt.code if isinstance(interrupt, Interrupted) else 130
+        return _interrupted(sink, ctx, spool, held, row, state, code, stderr)
+    outcome = state.get("live", "timeout")
+    if outcome == "timeout":
+        outcome = remote_error(
+            f"gave up after {ctx.timeout:g}s without an answer from the destination (PEEPSHOW_SINK_TIMEOUT)", True
         )
-        return ", ".join(parts + [f"{count} {what}" for count, what in words if count])
+    if outcome is None:
+        if held:
+            spool_release(held, "delivered")
+            try:
+                record_delivered(spool.directory, spool.key, [row])
+            except OSError:
+                pass  # the record only spares a later backfill a duplicate; the run itself is delivered
+        return EXIT_OK
+    if not isinstance(outcome, SinkError):
+        raise outcome
+    _say(stderr, sink.NAME, outcome.message + _keep_live(sink, spool, held, row, outcome))
+    return outcome.code
+
+
+# -- the spool, replayed (after a live run, and --flush) ---------------------------------------------------------------
+
+
+REPLAY_RUNS = 100
+
+
+def _claimed_runs(ctx, spool, claimed, record, tally, progress):
+    """[(row, [claimed paths])] to deliver from `claimed`: unreadable files are set aside and named; runs the
+    record says were delivered (a backfill took them meanwhile) are dropped; two files of one run (kept under two
+    keys) are sent once."""
+    runs = {}
+    for path, entry in claimed:
+        name = os.path.basename(path).rsplit(".claimed-", 1)[0]
+        if entry is None:
+            tally.malformed += 1
+            progress.say(f"spooled run {name} is unreadable and was set aside as {name}.unreadable")
+            continue
+        try:
+            identity = entry.get("identity") if isinstance(entry.get("identity"), str) else None
+            row = derive(entry["run"], ctx.env, identity=identity)
+        except SinkError as error:
+            spool_release(path, "rejected")
+            tally.rejected += 1
+            progress.say(f"spooled run {name} is unusable and was set aside: {error.message}")
+            continue
+        if record.has(row):
+            spool_release(path, "delivered")
+            continue
+        if row.identity in runs:
+            runs[row.identity][1].append(path)
+        else:
+            runs[row.identity] = (row, [path])
+    return list(runs.values())
 
 
 def _replay(sink, config, ctx, spool, progress, until=None, tally=None):
@@ -2241,35 +1984,6 @@ def _replay(sink, config, ctx, spool, progress, until=None, tally=None):
         progress.show(f"{tally.delivered} delivered so far")
         log(ctx, f"replayed {tally.delivered} spooled run(s)")
     return tally, failure, claims.busy
-
-
-def _claimed_runs(ctx, spool, claimed, record, tally, progress):
-    """[(row, [claimed paths])] to deliver from `claimed`: unreadable files are set aside and named; runs the
-    record says were delivered (a backfill took them meanwhile) are dropped; two files of one run (kept under two
-    keys) are sent once."""
-    runs = {}
-    for path, entry in claimed:
-        name = os.path.basename(path).rsplit(".claimed-", 1)[0]
-        if entry is None:
-            tally.malformed += 1
-            progress.say(f"spooled run {name} is unreadable and was set aside as {name}.unreadable")
-            continue
-        try:
-            identity = entry.get("identity") if isinstance(entry.get("identity"), str) else None
-            row = derive(entry["run"], ctx.env, identity=identity)
-        except SinkError as error:
-            spool_release(path, "rejected")
-            tally.rejected += 1
-            progress.say(f"spooled run {name} is unusable and was set aside: {error.message}")
-            continue
-        if record.has(row):
-            spool_release(path, "delivered")
-            continue
-        if row.identity in runs:
-            runs[row.identity][1].append(path)
-        else:
-            runs[row.identity] = (row, [path])
-    return list(runs.values())
 
 
 def _flush(sink, config, ctx, spool, stdout, stderr, retry_rejected):
@@ -2321,7 +2035,44 @@ def _flush(sink, config, ctx, spool, stdout, stderr, retry_rejected):
     return EXIT_OK
 
 
-# -- backfill: many runs in one process -------------------------------------------------------------------------------
+# -- backfill: many runs in one process --------------------------------------------------------------------------------
+
+
+GROUP_RUNS = 500
+GROUP_BYTES = 16 * 1024 * 1024
+SKIPPED, GONE = object(), object()
+
+
+def _load_manifest(path):
+    if os.path.isdir(path):
+        path = os.path.join(path, "manifest.json")
+    try:
+        with open(path, "rb") as handle:
+            return path, json.loads(handle.read().decode("utf-8"))
+    except OSError as error:
+        return path, SinkError(EXIT_PAYLOAD, f"{path}: {error.strerror or error}")
+    except ValueError as error:
+        return path, SinkError(EXIT_PAYLOAD, f"{path}: not a peepshow manifest ({error})")
+
+
+def _stdin():
+    """The binary stdin; a closed one (`sink <&-`) reads as empty rather than crashing."""
+    if sys.stdin is None:
+        import io
+
+        return io.BytesIO()
+    return sys.stdin.buffer
+
+
+def _chain(head, tail):
+    yield from head
+    yield from tail
+
+
+def _on_stdin(documents):
+    """(where, document) for each document of a stream on stdin (a malformed one is a SinkError in its place)."""
+    for number_, document in enumerate(documents, 1):
+        yield f"document {number_} on stdin", document
 
 
 def _manifest_sources(options, stdin, record):
@@ -2358,40 +2109,6 @@ def _manifest_sources(options, stdin, record):
                     yield where, SKIPPED if delivered else GONE
                 else:
                     yield _load_manifest(directory)
-
-
-SKIPPED, GONE = object(), object()
-
-
-def _load_manifest(path):
-    if os.path.isdir(path):
-        path = os.path.join(path, "manifest.json")
-    try:
-        with open(path, "rb") as handle:
-            return path, json.loads(handle.read().decode("utf-8"))
-    except OSError as error:
-        return path, SinkError(EXIT_PAYLOAD, f"{path}: {error.strerror or error}")
-    except ValueError as error:
-        return path, SinkError(EXIT_PAYLOAD, f"{path}: not a peepshow manifest ({error})")
-
-
-def _backfill(sink, config, ctx, spool, sources, record, dry_run, stdout, stderr):
-    """Many runs in one process: grouped, batched by the sink, each request bounded by PEEPSHOW_SINK_TIMEOUT.
-
-    A run the service refuses while it takes others is set aside (`*.rejected`) and named, and the backfill goes
-    on. The first failure that is not a run's own (the destination's, a passing one, or everything refused alike)
-    ends the sending: the runs of that group and every run read after it go to the spool for `--flush`, and the
-    last line says why.
-    """
-    backfill = Backfill(sink, config, ctx, spool, record, dry_run, stdout, Progress(stderr, sink.NAME))
-    try:
-        for where, document in sources:
-            backfill.take(where, document)
-    except SinkError as error:  # a stream that cannot be read on (not UTF-8) ends the reading, not the delivery
-        backfill.tally.malformed += 1
-        backfill.progress.say(error.message)
-    backfill.settle()
-    return backfill.finish()
 
 
 class Backfill:
@@ -2527,3 +2244,313 @@ class Backfill:
         if tally.rejected:
             return EXIT_REMOTE
         return EXIT_PAYLOAD if tally.malformed else EXIT_OK
+
+
+def _backfill(sink, config, ctx, spool, sources, record, dry_run, stdout, stderr):
+    """Many runs in one process: grouped, batched by the sink, each request bounded by PEEPSHOW_SINK_TIMEOUT.
+
+    A run the service refuses while it takes others is set aside (`*.rejected`) and named, and the backfill goes
+    on. The first failure that is not a run's own (the destination's, a passing one, or everything refused alike)
+    ends the sending: the runs of that group and every run read after it go to the spool for `--flush`, and the
+    last line says why.
+    """
+    backfill = Backfill(sink, config, ctx, spool, record, dry_run, stdout, Progress(stderr, sink.NAME))
+    try:
+        for where, document in sources:
+            backfill.take(where, document)
+    except SinkError as error:  # a stream that cannot be read on (not UTF-8) ends the reading, not the delivery
+        backfill.tally.malformed += 1
+        backfill.progress.say(error.message)
+    backfill.settle()
+    return backfill.finish()
+
+
+# -- the command line every sink shares --------------------------------------------------------------------------------
+
+
+COMMON_HELP = """
+Register with peepshow:
+  peepshow sinks add-cmd ~/bin/{name}.pyz                after every extraction
+  peepshow ./clip.mp4 --sink {name}                      with dist/peepshow-sink-{name} copied onto PATH
+  peepshow sinks add {name} --when extension=mp4,mov     only for matching videos
+
+Input:
+  stdin            one run: the JSON that `peepshow <video> --emit json` prints (peepshow pipes it in);
+                   several runs, concatenated or one per line, are a backfill (a malformed one is named and
+                   skipped, and the exit code is 4 at the end)
+  PATH ...         manifest.json files or run directories (their manifest.json) to backfill
+  --from-index [PATH]
+                   backfill every run in peepshow's index (default ~/.peepshow/runs/index.ndjson); runs
+                   already delivered and runs whose files are gone are counted and skipped
+
+Options:
+  --dry-run        print the exact request(s) delivery would send for the input, credentials redacted;
+                   send nothing
+  --flush          replay the runs kept in the spool (reads no stdin); exit 0 only when none is left and
+                   none was rejected
+  --retry-rejected with --flush: queue the runs the service rejected (*.rejected) again, once you fixed
+                   the cause (a column type, a bad value)
+  --resend         with a backfill: send runs the record says were delivered too (after the table was
+                   dropped); dedup ids, MERGE and primary keys still keep one copy of each
+  --check          verify the configuration, and ask the service a question that writes nothing: its
+                   answer is judged as delivery would judge it
+{print_schema}  --verbose        narrate retries and replays on stderr
+  --version, --help
+
+Shared environment:
+  PEEPSHOW_SINK_TIMEOUT    seconds one run may take, retries and polling included (default 30);
+                           for a backfill, the bound of each request
+  PEEPSHOW_SINK_SPOOL_DIR  the directory where undelivered runs are kept (default ~/.peepshow/spool; ~ and
+                           relative paths allowed); one file per run, 0600, in directories the sink creates 0700
+  PEEPSHOW_SINK_SPOOL      a switch: off (or 0, false, no) keeps no undelivered run; default on
+  HTTPS_PROXY, HTTP_PROXY, NO_PROXY, SSL_CERT_FILE   honoured
+
+Exit codes: 0 delivered, 2 usage or configuration, 3 missing dependency, 4 malformed stdin,
+  5 remote or network failure, 130 / 143 interrupted (SIGINT / SIGTERM; 149: Ctrl-Break on Windows; the run is
+  kept). A run that was not delivered is kept in the spool; one the service refused while it took others is set
+  aside as *.rejected.
+"""
+PRINT_SCHEMA_HELP = "  --print-schema   print the table definition (no host or credential needed)\n"
+# "No (further) document": JSON null is a document, so None cannot mean that.
+_END = object()
+
+
+def parse_args(argv):
+    options = {"paths": [], "from_index": None}
+    flags = {
+        "--dry-run",
+        "--flush",
+        "--retry-rejected",
+        "--resend",
+        "--check",
+        "--print-schema",
+        "--verbose",
+        "--help",
+        "-h",
+        "--version",
+    }
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        index += 1
+        if arg in flags:
+            options["help" if arg == "-h" else arg[2:].replace("-", "_")] = True
+        elif arg == "--from-index" or arg.startswith("--from-index="):
+            value = arg.partition("=")[2]
+            if not value and index < len(argv) and not argv[index].startswith("--"):
+                value = argv[index]
+                index += 1
+            options["from_index"] = value or os.path.join(os.path.expanduser("~"), ".peepshow", "runs", "index.ndjson")
+        elif arg == "--":
+            options["paths"] += argv[index:]
+            break
+        elif arg.startswith("-") and arg != "-":
+            raise usage_error(f"unknown option {arg}: see --help")
+        else:
+            options["paths"].append(arg)
+    if options.get("retry_rejected") and not options.get("flush"):
+        raise usage_error("--retry-rejected goes with --flush: `<sink> --flush --retry-rejected`")
+    if options.get("dry_run") and options.get("flush"):  # --flush would send: a dry run must never
+        raise usage_error("--dry-run does not go with --flush, which sends the spooled runs: drop one of the two")
+    return options
+
+
+def _this_environment(sink, env):
+    """For --help: the way in that the current environment resolves to (an API, an auth method), when the sink
+    has more than one; never a secret, nothing sent."""
+    if not hasattr(sink, "describe"):
+        return ""
+    try:
+        what = sink.describe(sink.read_config(env))
+    except SinkError as error:
+        what = f"not configured yet ({error.message})"
+    return redact(f"\nThis environment: {what}.\n")
+
+
+class CheckReport:
+    """--check's stdout, passed through line by line; it remembers the FAIL lines, so that a failed check ends,
+    like every other failure, with its one-line reason on stderr."""
+
+    def __init__(self, out):
+        self.out = out
+        self.failures = []
+
+    def write(self, text):
+        text = redact(text)  # the report quotes services, and some echo the credential they refused
+        for line in text.splitlines():
+            if line.startswith("FAIL"):
+                self.failures.append(line[4:].strip())
+            elif line.startswith("fix:") and self.failures:
+                self.failures[-1] += f"; fix: {line[4:].strip()}"
+        self.out.write(text)
+
+    def reason(self):
+        if not self.failures:
+            return "--check failed: see the report on stdout"
+        more = len(self.failures) - 1
+        return self.failures[0] + (f" (and {more} more problem(s): see the report on stdout)" if more else "")
+
+
+def _print_requests(sink, rows, config, live, stdout):
+    """--dry-run: the requests delivery would send for `rows` (`live`: one run delivered as it happens, not a
+    backfill's group, however small)."""
+    plan = getattr(sink, "planned_requests", None)
+    for req in plan(rows, config, live) if plan else sink.build_requests(rows, config):
+        stdout.write(describe_request(req))
+
+
+def _spool(sink, config, env):
+    label, material = sink.destination(config)
+    older = sink.legacy_destinations(config) if hasattr(sink, "legacy_destinations") else []
+    family = sink.unbound_destination(config) if hasattr(sink, "unbound_destination") else ()
+    return Spool(
+        spool_dir(env, sink.NAME),
+        destination_key(material),
+        [destination_key(identity) for identity in older],
+        destination_key(("unbound", *family)),
+        label,
+    )
+
+
+def _on_sigterm():
+    """SIGTERM (a cancelled CI job, `timeout`, a stopped container) interrupts like Ctrl-C, so the run is kept.
+
+    Windows delivers no SIGTERM from outside (Popen.terminate, taskkill /F and Task Manager end a process as SIGKILL
+    does): a console program's polite stop there is Ctrl-Break (CTRL_BREAK_EVENT, SIGBREAK), which interrupts the
+    same way (exit 149)."""
+    import signal
+
+    def interrupt(number, frame):
+        raise Interrupted(128 + number)
+
+    try:
+        signal.signal(signal.SIGTERM, interrupt)
+        if os.name == "nt":
+            signal.signal(signal.SIGBREAK, interrupt)
+    except (ValueError, OSError):  # not the main thread (an embedding caller): keep its handlers
+        pass
+
+
+def _tolerant(stream):
+    """The stream, writing what its encoding cannot hold as escapes (`\\xe9`) instead of failing: a terminal or
+    PYTHONIOENCODING set to ASCII must not turn a run's non-ASCII title into a crash or a lost error message.
+
+    On Windows Python writes a pipe in the ANSI code page and every newline as CRLF: the stream is made UTF-8 (unless
+    PYTHONIOENCODING says otherwise) with plain newlines, so that what peepshow reads, --dry-run's exact requests and
+    --print-schema's table are the same bytes on every system."""
+    if stream is not None and hasattr(stream, "reconfigure"):
+        options = {"errors": "backslashreplace", "newline": "\n"}
+        if os.name == "nt" and not os.environ.get("PYTHONIOENCODING"):
+            options["encoding"] = "utf-8"
+        try:
+            stream.reconfigure(**options)
+        except (ValueError, OSError):  # a closed or detached stream: writing to it fails anyway, and is caught
+            pass
+    return stream
+
+
+def _dispatch(sink, config, ctx, spool, options, stdin, stdout, stderr, started):
+    env = ctx.env
+    if options.get("flush"):
+        ctx.http = http_client(env)
+        return _flush(sink, config, ctx, spool, stdout, stderr, options.get("retry_rejected"))
+    record = None
+    if spool.directory and not options.get("dry_run") and not options.get("resend"):
+        record = delivered_runs(spool.directory, spool.keys)
+    if options["paths"] or options["from_index"]:
+        sources = _manifest_sources(options, stdin, record)
+        single = _END
+    else:
+        stream = stdin or _stdin()
+        if hasattr(stream, "isatty") and stream.isatty():
+            raise usage_error(
+                f"reads a peepshow run on stdin: `peepshow <video> --emit json | {sink.NAME}` (see --help)"
+            )
+        documents = iter_documents(stream)
+        first = next(documents)
+        second = next(documents, _END)
+        if second is _END:
+            if isinstance(first, SinkError):
+                raise first
+            single = first
+        else:
+            sources = _on_stdin(_chain([first, second], documents))
+            single = _END
+
+    if options.get("dry_run") and hasattr(sink, "describe"):
+        stdout.write(redact(f"# {sink.NAME}: {sink.describe(config)}\n"))  # which way in, before the requests
+    if single is not _END:
+        row = derive(single, env)
+        single = first = None  # the row keeps what delivery needs; let the full document go
+        if options.get("dry_run"):
+            _print_requests(sink, [row], config, True, stdout)
+            return EXIT_OK
+        ctx.deadline = started + ctx.timeout
+        ctx.http = http_client(env)
+        return _deliver_live(sink, config, ctx, spool, row, stderr)
+    ctx.http = http_client(env)
+    return _backfill(sink, config, ctx, spool, sources, record, options.get("dry_run"), stdout, stderr)
+
+
+def _run(sink, argv, env, stdin, stdout, stderr, started):
+    options = parse_args(argv)
+    if options.get("help"):
+        schema = PRINT_SCHEMA_HELP if hasattr(sink, "print_schema") else ""
+        common = COMMON_HELP.format(name=sink.NAME, print_schema=schema)
+        stdout.write(sink.HELP.strip() + "\n" + _this_environment(sink, env) + common)
+        return EXIT_OK
+    if options.get("version"):
+        stdout.write(f"{sink.NAME} {version()}\n")
+        return EXIT_OK
+    if options.get("print_schema"):
+        if not hasattr(sink, "print_schema"):
+            raise usage_error(f"{sink.NAME} writes no table: there is no schema to print")
+        # The table's definition is fixed: only its names come from the environment, never a host or credential.
+        stdout.write(sink.print_schema(sink.schema_config(env)).rstrip("\n") + "\n")
+        return EXIT_OK
+    timeout = read_timeout(env)
+    config = sink.read_config(env)
+    session = sink.Session(config) if hasattr(sink, "Session") else None
+    ctx = Invocation(sink.NAME, env, timeout, options.get("verbose"), session)
+    spool = _spool(sink, config, env)
+    if options.get("check"):
+        ctx.http = http_client(env)
+        report = CheckReport(stdout)
+        code = sink.check(config, ctx, report)
+        if code != EXIT_OK:
+            _say(stderr, sink.NAME, report.reason())
+        return code
+    _on_sigterm()
+    try:
+        return _dispatch(sink, config, ctx, spool, options, stdin, stdout, stderr, started)
+    except (KeyboardInterrupt, Interrupted) as interrupt:
+        _undo(ctx)
+        if spool.directory:
+            release_claims(spool)
+        raise interrupt from None
+    finally:
+        if spool.directory:
+            release_owner(spool)
+
+
+def main(sink, argv=None, env=None, stdin=None, stdout=None, stderr=None):
+    """Run `sink` as a command; returns the exit code. Every failure is one redacted line on stderr."""
+    started = time.monotonic()
+    argv = sys.argv[1:] if argv is None else argv
+    env = os.environ if env is None else env
+    stdout = stdout or _tolerant(sys.stdout)
+    stderr = stderr or _tolerant(sys.stderr)
+    try:
+        return _run(sink, argv, env, stdin, stdout, stderr, started)
+    except SinkError as error:
+        _say(stderr, sink.NAME, error.message)
+        return error.code
+    except KeyboardInterrupt:
+        _say(stderr, sink.NAME, "interrupted")
+        return 130
+    except Interrupted as interrupt:
+        _say(stderr, sink.NAME, "interrupted")
+        return interrupt.code
+    except Exception as error:  # noqa: BLE001 - the last line of defence: never a traceback, never a secret
+        _say(stderr, sink.NAME, f"internal error ({type(error).__name__}: {error}); please report it")
+        return EXIT_REMOTE
