@@ -2079,16 +2079,16 @@ def _manifest_sources(options, stdin, record):
     """(where, document) for the runs named on the command line (manifest.json files, run directories, `-`) and
     in peepshow's run index. In place of a document: a SinkError when it cannot be read, SKIPPED when the record
     says the run was delivered (checked before its files are read), GONE when an indexed run's files are gone."""
-    for path in options["paths"]:
+    for path in options.paths:
         if path == "-":
             yield from _on_stdin(iter_documents(stdin or _stdin()))
         else:
             yield _load_manifest(path)
-    if options["from_index"]:
+    if options.from_index:
         try:
-            index = open(options["from_index"], "rb")  # noqa: SIM115 - streamed line by line below
+            index = open(options.from_index, "rb")  # noqa: SIM115 - streamed line by line below
         except OSError as error:
-            raise usage_error(f"cannot read the run index {options['from_index']}: {error.strerror}") from None
+            raise usage_error(f"cannot read the run index {options.from_index}: {error.strerror}") from None
         with index:
             for number_, line in enumerate(index, 1):
                 if not line.strip():
@@ -2099,7 +2099,7 @@ def _manifest_sources(options, stdin, record):
                     entry = None
                 entry = entry if isinstance(entry, dict) else {}
                 directory, run_id = entry.get("outputDir"), entry.get("runId")
-                where = f"{options['from_index']} line {number_}"
+                where = f"{options.from_index} line {number_}"
                 if not isinstance(directory, str) or not directory:
                     yield where, SinkError(EXIT_PAYLOAD, f"{where}: no outputDir")
                 elif record is not None and isinstance(run_id, str) and run_id in record.run_ids:
@@ -2315,42 +2315,56 @@ PRINT_SCHEMA_HELP = "  --print-schema   print the table definition (no host or c
 _END = object()
 
 
+class Options:
+    """The command line, parsed.
+
+    paths           manifest.json files or run directories to backfill ("-": documents on stdin)
+    from_index      peepshow's run index to backfill from, or None
+    dry_run         print the requests, send nothing
+    flush           replay the spool
+    retry_rejected  with flush: queue the rejected runs again first
+    resend          with a backfill: send what the record says was delivered too
+    check           verify configuration and reachability, write nothing
+    print_schema    print the table definition
+    verbose         narrate retries and replays
+    help, version   print them and exit
+    """
+
+    FLAGS = ("dry_run", "flush", "retry_rejected", "resend", "check", "print_schema", "verbose", "help", "version")
+    __slots__ = ("paths", "from_index", *FLAGS)
+
+    def __init__(self):
+        self.paths, self.from_index = [], None
+        for flag in self.FLAGS:
+            setattr(self, flag, False)
+
+
 def parse_args(argv):
-    options = {"paths": [], "from_index": None}
-    flags = {
-        "--dry-run",
-        "--flush",
-        "--retry-rejected",
-        "--resend",
-        "--check",
-        "--print-schema",
-        "--verbose",
-        "--help",
-        "-h",
-        "--version",
-    }
+    options = Options()
+    flags = {"--" + flag.replace("_", "-"): flag for flag in Options.FLAGS}
+    flags["-h"] = "help"
     index = 0
     while index < len(argv):
         arg = argv[index]
         index += 1
         if arg in flags:
-            options["help" if arg == "-h" else arg[2:].replace("-", "_")] = True
+            setattr(options, flags[arg], True)
         elif arg == "--from-index" or arg.startswith("--from-index="):
             value = arg.partition("=")[2]
             if not value and index < len(argv) and not argv[index].startswith("--"):
                 value = argv[index]
                 index += 1
-            options["from_index"] = value or os.path.join(os.path.expanduser("~"), ".peepshow", "runs", "index.ndjson")
+            options.from_index = value or os.path.join(os.path.expanduser("~"), ".peepshow", "runs", "index.ndjson")
         elif arg == "--":
-            options["paths"] += argv[index:]
+            options.paths += argv[index:]
             break
         elif arg.startswith("-") and arg != "-":
             raise usage_error(f"unknown option {arg}: see --help")
         else:
-            options["paths"].append(arg)
-    if options.get("retry_rejected") and not options.get("flush"):
+            options.paths.append(arg)
+    if options.retry_rejected and not options.flush:
         raise usage_error("--retry-rejected goes with --flush: `<sink> --flush --retry-rejected`")
-    if options.get("dry_run") and options.get("flush"):  # --flush would send: a dry run must never
+    if options.dry_run and options.flush:  # --flush would send: a dry run must never
         raise usage_error("--dry-run does not go with --flush, which sends the spooled runs: drop one of the two")
     return options
 
@@ -2451,13 +2465,13 @@ def _tolerant(stream):
 
 def _dispatch(sink, config, ctx, spool, options, stdin, stdout, stderr, started):
     env = ctx.env
-    if options.get("flush"):
+    if options.flush:
         ctx.http = http_client(env)
-        return _flush(sink, config, ctx, spool, stdout, stderr, options.get("retry_rejected"))
+        return _flush(sink, config, ctx, spool, stdout, stderr, options.retry_rejected)
     record = None
-    if spool.directory and not options.get("dry_run") and not options.get("resend"):
+    if spool.directory and not options.dry_run and not options.resend:
         record = delivered_runs(spool.directory, spool.keys)
-    if options["paths"] or options["from_index"]:
+    if options.paths or options.from_index:
         sources = _manifest_sources(options, stdin, record)
         single = _END
     else:
@@ -2477,32 +2491,32 @@ def _dispatch(sink, config, ctx, spool, options, stdin, stdout, stderr, started)
             sources = _on_stdin(_chain([first, second], documents))
             single = _END
 
-    if options.get("dry_run") and hasattr(sink, "describe"):
+    if options.dry_run and hasattr(sink, "describe"):
         stdout.write(redact(f"# {sink.NAME}: {sink.describe(config)}\n"))  # which way in, before the requests
     if single is not _END:
         row = derive(single, env)
         single = first = None  # the row keeps what delivery needs; let the full document go
-        if options.get("dry_run"):
+        if options.dry_run:
             _print_requests(sink, [row], config, True, stdout)
             return EXIT_OK
         ctx.deadline = started + ctx.timeout
         ctx.http = http_client(env)
         return _deliver_live(sink, config, ctx, spool, row, stderr)
     ctx.http = http_client(env)
-    return _backfill(sink, config, ctx, spool, sources, record, options.get("dry_run"), stdout, stderr)
+    return _backfill(sink, config, ctx, spool, sources, record, options.dry_run, stdout, stderr)
 
 
 def _run(sink, argv, env, stdin, stdout, stderr, started):
     options = parse_args(argv)
-    if options.get("help"):
+    if options.help:
         schema = PRINT_SCHEMA_HELP if hasattr(sink, "print_schema") else ""
         common = COMMON_HELP.format(name=sink.NAME, print_schema=schema)
         stdout.write(sink.HELP.strip() + "\n" + _this_environment(sink, env) + common)
         return EXIT_OK
-    if options.get("version"):
+    if options.version:
         stdout.write(f"{sink.NAME} {version()}\n")
         return EXIT_OK
-    if options.get("print_schema"):
+    if options.print_schema:
         if not hasattr(sink, "print_schema"):
             raise usage_error(f"{sink.NAME} writes no table: there is no schema to print")
         # The table's definition is fixed: only its names come from the environment, never a host or credential.
@@ -2511,9 +2525,9 @@ def _run(sink, argv, env, stdin, stdout, stderr, started):
     timeout = read_timeout(env)
     config = sink.read_config(env)
     session = sink.Session(config) if hasattr(sink, "Session") else None
-    ctx = Invocation(sink.NAME, env, timeout, options.get("verbose"), session)
+    ctx = Invocation(sink.NAME, env, timeout, options.verbose, session)
     spool = _spool(sink, config, env)
-    if options.get("check"):
+    if options.check:
         ctx.http = http_client(env)
         report = CheckReport(stdout)
         code = sink.check(config, ctx, report)

@@ -205,8 +205,13 @@ def test_unknown_option_and_bad_timeout_are_usage_errors():
         with pytest.raises(sink.SinkError):
             sink.read_timeout({"PEEPSHOW_SINK_TIMEOUT": value})
     assert sink.read_timeout({"PEEPSHOW_SINK_TIMEOUT": " "}) == sink.DEFAULT_TIMEOUT
-    assert sink.parse_args(["--from-index"])["from_index"].endswith("index.ndjson")
-    assert sink.parse_args(["--from-index=/x.ndjson", "a.json"]) == {"paths": ["a.json"], "from_index": "/x.ndjson"}
+    assert sink.parse_args(["--from-index"]).from_index.endswith("index.ndjson")
+    options = sink.parse_args(["--from-index=/x.ndjson", "a.json"])
+    assert (options.paths, options.from_index, [flag for flag in options.FLAGS if getattr(options, flag)]) == (
+        ["a.json"],
+        "/x.ndjson",
+        [],
+    )
 
 
 def test_the_fixtures_are_the_shared_ones():
