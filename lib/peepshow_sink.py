@@ -931,7 +931,6 @@ def _network_reason(urllib3, error, where, fix):
     return f"network error talking to {where}: {type(reason).__name__}{fix}", True
 
 
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_ATTEMPTS = 6  # per request, not counting the answers that were 429s: those are waited out while time allows
 MAX_BODY = 64 * 1024 * 1024
 
@@ -964,8 +963,9 @@ def _attempt(urllib3, pool, req, left, deadline):
         raw.release_conn()
 
 
-def send(ctx, req, retry_statuses=RETRY_STATUSES, deadline=None, what=None, variable=None):
-    """Send `req`, retrying connection failures and `retry_statuses` until it succeeds or time runs out.
+def send(ctx, req, retry_statuses, deadline=None, what=None, variable=None):
+    """Send `req`, retrying connection failures and the sink's `retry_statuses` (what its service answers when
+    the same request may succeed later) until it succeeds or time runs out.
 
     Returns the last Response whatever its status (the sink's parse_response judges it). Raises a transient
     SinkError(5) when no response could be had, naming `what` (the service), the host and port, and `variable`
