@@ -144,7 +144,10 @@ def main():
     }
 
     def env_for(name, spool):
-        return dict(base_env, PEEPSHOW_SINK_SPOOL_DIR=str(work / spool), **{**sinks, **variants}[name])
+        # A spool (and its record of delivered runs) per sink and variant: Stargate's and the Data API's emulators
+        # share a host, which the sink takes for one database, so a run one delivered the other would skip.
+        directory = work / f"{spool}-{name.replace(' ', '-')}"
+        return dict(base_env, PEEPSHOW_SINK_SPOOL_DIR=str(directory), **{**sinks, **variants}[name])
 
     def command(name):
         return [PYTHON, str(ROOT / "dist" / f"{name.split()[0].split('-data')[0]}.pyz")]
