@@ -639,8 +639,8 @@ def test_schema_comparison():
         {"name": name, "typeDefinition": "varchar" if kind == "text" else kind} for name, kind in cassandra.COLUMNS
     ]
     body = {"data": {"columnDefinitions": definitions, "primaryKey": {"partitionKey": ["run_id"], "clusteringKey": []}}}
-    assert cassandra.compare_schema(CONFIG, body, out) == 0
+    assert cassandra.compare_rest_schema(CONFIG, body, out) == 0
     definitions[2]["typeDefinition"] = "int"
     out = io.StringIO()
-    assert cassandra.compare_schema(CONFIG, body, out) == 5
+    assert cassandra.compare_rest_schema(CONFIG, body, out) == 5
     assert "column frames is int, the sink writes bigint" in out.getvalue()
