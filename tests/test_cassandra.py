@@ -501,7 +501,7 @@ def test_text_quoting_round_trips(value):
 
 
 def test_request_shape():
-    (req,) = cassandra.build_requests([row_for()], dict(CONFIG, token="AstraCS:x"))
+    (req,) = cassandra.build_requests([row_for()], CONFIG.replace(token="AstraCS:x"))
     assert req.method == "POST" and req.url == "https://db.example/api/rest/v2/keyspaces/ks/peepshow_runs"
     assert req.headers == {
         "Content-Type": "application/json",
@@ -566,7 +566,7 @@ def test_auth_url(url, auth_url, expected):
     env = {"CASSANDRA_URL": url, "CASSANDRA_KEYSPACE": "ks", "CASSANDRA_USERNAME": "u", "CASSANDRA_PASSWORD": "p-1234"}
     if auth_url:
         env["CASSANDRA_AUTH_URL"] = auth_url
-    assert cassandra.read_config(env)["auth_url"] == expected
+    assert cassandra.read_config(env).auth_url == expected
 
 
 def test_minting_placeholder_in_dry_run():
@@ -577,16 +577,14 @@ def test_minting_placeholder_in_dry_run():
 
 
 def test_destination_identity_has_no_secret_and_survives_a_new_token():
-    config = dict(CONFIG, token="AstraCS:secret")
+    config = CONFIG.replace(token="AstraCS:secret")
     label, material = cassandra.destination(config)
     assert "AstraCS:secret" not in label and "AstraCS:secret" not in material
     # A new token, another port or path: the same table, so the runs kept meanwhile replay.
-    moved = dict(config, token="AstraCS:rotated", url=config["url"].replace("https://", "https://") + "/api/rest")
+    moved = config.replace(token="AstraCS:rotated", url=config.url.replace("https://", "https://") + "/api/rest")
     assert cassandra.destination(moved)[1] == material
     # 0.1.0 named the destination with the token: runs it spooled are still found.
-    assert cassandra.legacy_destinations(config) == [
-        (config["url"], config["keyspace"], config["table"], "AstraCS:secret")
-    ]
+    assert cassandra.legacy_destinations(config) == [(config.url, config.keyspace, config.table, "AstraCS:secret")]
 
 
 @pytest.mark.parametrize(
@@ -641,8 +639,8 @@ def test_schema_comparison():
         {"name": name, "typeDefinition": "varchar" if kind == "text" else kind} for name, kind in cassandra.COLUMNS
     ]
     body = {"data": {"columnDefinitions": definitions, "primaryKey": {"partitionKey": ["run_id"], "clusteringKey": []}}}
-    assert cassandra.compare_schema(CONFIG, body, out) == 0
+    assert cassandra.compare_rest_schema(CONFIG, body, out) == 0
     definitions[2]["typeDefinition"] = "int"
     out = io.StringIO()
-    assert cassandra.compare_schema(CONFIG, body, out) == 5
+    assert cassandra.compare_rest_schema(CONFIG, body, out) == 5
     assert "column frames is int, the sink writes bigint" in out.getvalue()

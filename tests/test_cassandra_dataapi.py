@@ -519,18 +519,18 @@ def test_help_says_which_api(run_sink, env):
 )
 def test_which_api(url, api, base):
     config = cassandra.read_config({"CASSANDRA_URL": url, "CASSANDRA_KEYSPACE": "ks", "CASSANDRA_TOKEN": TOKEN})
-    assert config["api"] == api
-    assert config.get("data_url") == base
-    assert config["url"] == url.rstrip("/")  # what 0.1.0 spool keys were computed from
+    assert config.api == api
+    assert (config.base if config.api == "data" else None) == base
+    assert config.url == url.rstrip("/")  # what 0.1.0 spool keys were computed from
 
 
 @pytest.mark.parametrize(("value", "api"), [("data", "data"), ("REST", "rest")])
 def test_cassandra_api_overrides_the_url(value, api):
     env = {"CASSANDRA_URL": "http://localhost:8181", "CASSANDRA_KEYSPACE": "ks", "CASSANDRA_TOKEN": TOKEN}
     config = cassandra.read_config(dict(env, CASSANDRA_API=value))
-    assert config["api"] == api
+    assert config.api == api
     if api == "data":
-        assert config["data_url"] == "http://localhost:8181/v1"
+        assert config.base == "http://localhost:8181/v1"
 
 
 def test_cassandra_api_must_be_data_or_rest():

@@ -66,12 +66,12 @@ def backfill(count, prefix="pasted"):
 def test_cassandra_url_forms(url, api, base, keyspace, table):
     """The keyspace and table in the URL fill in unset variables; set ones that agree are fine too."""
     config = cassandra.read_config({"CASSANDRA_URL": url, "CASSANDRA_TOKEN": "AstraCS:t", "CASSANDRA_KEYSPACE": "ks"})
-    assert (config["api"], config.get("data_url") or config.get("rest_url")) == (api, base)
-    assert (config["keyspace"], config["table"]) == (keyspace, table)
-    assert config["url"] == url.rstrip("/")  # what 0.1.0's spool keys were computed from
+    assert (config.api, config.base) == (api, base)
+    assert (config.keyspace, config.table) == (keyspace, table)
+    assert config.url == url.rstrip("/")  # what 0.1.0's spool keys were computed from
     if "/ks" in url:  # the URL alone names the keyspace
         config = cassandra.read_config({"CASSANDRA_URL": url, "CASSANDRA_TOKEN": "AstraCS:t"})
-        assert config["keyspace"] == "ks"
+        assert config.keyspace == "ks"
         assert cassandra.destination(config)[1][1:] == ("ks", table)
 
 
