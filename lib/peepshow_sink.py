@@ -1051,7 +1051,8 @@ def send_renewing(ctx, req, credential, attach, refused_statuses=(401,), **send_
     if response.status in refused_statuses:
         fresh = credential.renewed(ctx, used)
         if fresh is not None and fresh != used:
-            log(ctx, f"HTTP {response.status} with the credential held: sending again with a new one")
+            what = send_options.get("what") or host_port(req.url)
+            log(ctx, f"{what} answered HTTP {response.status} to the credential held: sending again with a new one")
             response = send(ctx, attach(req, fresh), **send_options)
     return response
 
@@ -1131,18 +1132,20 @@ class CreateOnce:
                 raise self.failure
 
 
-def column_problems(columns, found, missing, retyped, extra):
+def column_problems(columns, found, missing, retyped, extra=None):
     """--check's verdict on a table's columns against the `columns` a sink writes ((name, type) pairs): a list of
     one-line problems, each with its fix, worded by the sink in its API's own terms. `found` maps each of the
     table's columns (by the name the sink writes it under) to what the API reports of it; `missing(name, kind)`
     words a column the table lacks, `retyped(name, kind, column)` one that holds what the sink writes otherwise
-    (None when it lands unchanged), `extra(name, column)` one the sink does not write (None when it does no harm)."""
+    (None when it lands unchanged), `extra(name, column)`, when given, one the sink does not write (None when it
+    does no harm)."""
     problems = []
     for name, kind in columns:
         column = found.get(name)
         problems.append(missing(name, kind) if column is None else retyped(name, kind, column))
     written = dict(columns)
-    problems += [extra(name, column) for name, column in found.items() if name not in written]
+    if extra is not None:
+        problems += [extra(name, column) for name, column in found.items() if name not in written]
     return [problem for problem in problems if problem]
 
 
