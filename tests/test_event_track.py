@@ -720,7 +720,7 @@ class FakeClock:
 def _schedule(limit, requests, events, size=0):
     """When each of `requests` requests of `events` events would go out, paced for `limit`, sent instantly."""
     clock = FakeClock()
-    pace = event_track.Pace(event_track.RATE_LIMITS[limit], clock)
+    pace = event_track.Pace(limit, clock)
     times = []
     for _ in range(requests):
         clock.now += pace.book({"events": events, "bytes": size, "requests": 1})
@@ -734,20 +734,22 @@ def _busiest(times, each, window=1.0):
 
 
 def test_pace_keeps_amplitude_batch_under_1000_events_in_every_second():
-    times = _schedule("amplitude_batch", 20, 500)  # a 10,000-run backfill in the sink's 500-event requests
+    # a 10,000-run backfill in the sink's 500-event requests
+    times = _schedule(event_track.AMPLITUDE_BATCH_LIMIT, 20, 500)
     assert _busiest(times, 500) <= 1000
     assert 9.0 <= times[-1] <= 1.5 * 10  # the floor is 10 s at 1000 events/s; the goal is within 1.5x of it
 
 
 def test_pace_keeps_mixpanel_under_its_events_and_bytes():
-    times = _schedule("mixpanel", 40, 2000, size=300_000)
+    times = _schedule(event_track.MIXPANEL_LIMIT, 40, 2000, size=300_000)
     assert _busiest(times, 2000) <= 30_000
-    times = _schedule("mixpanel", 400, 2000, size=9 * 1024 * 1024)  # 2 GB a minute binds first for big events
+    # 2 GB a minute binds first for big events
+    times = _schedule(event_track.MIXPANEL_LIMIT, 400, 2000, size=9 * 1024 * 1024)
     assert _busiest(times, 9 * 1024 * 1024, window=60.0) <= 2e9
 
 
 def test_pace_slows_down_after_a_429_and_heeds_the_threshold():
-    pace = event_track.Pace(event_track.RATE_LIMITS["amplitude_batch"], FakeClock())
+    pace = event_track.Pace(event_track.AMPLITUDE_BATCH_LIMIT, FakeClock())
     pace.slow_down()
     assert pace.rates["events"] == 450
     pace.slow_down(threshold=300)  # the 429 body's eps_threshold: this project's own, lower limit
@@ -762,17 +764,22 @@ def _response(status=429, body=None, headers=None):
 
 
 def test_throttle_pause_prefers_retry_after_then_the_providers_advice():
-    batch, live = "amplitude_batch", "amplitude_http"  # the rate limits the request counts against
+    batch, live = event_track.AMPLITUDE_BATCH_LIMIT, event_track.AMPLITUDE_HTTP_LIMIT  # what the request counts against
     assert event_track.throttle_pause(batch, _response(headers={"Retry-After": "4"}), 1) == 4
-    assert event_track.throttle_pause("segment", _response(headers={"X-RateLimit-Reset": "2"}), 1) == 2
+    assert event_track.throttle_pause(event_track.SEGMENT_LIMIT, _response(headers={"X-RateLimit-Reset": "2"}), 1) == 2
     assert event_track.throttle_pause(batch, _response(), 1) == 15  # "for example, 15 seconds"
     assert event_track.throttle_pause(live, _response(), 1) == 30  # "a period of 30 seconds"
-    assert 3 <= event_track.throttle_pause("mixpanel", _response(), 1) <= 7  # 2 s + 1-5 s jitter
-    assert 61 <= event_track.throttle_pause("mixpanel", _response(), 9) <= 65  # capped at 60 s
+    assert 3 <= event_track.throttle_pause(event_track.MIXPANEL_LIMIT, _response(), 1) <= 7  # 2 s + 1-5 s jitter
+    assert 61 <= event_track.throttle_pause(event_track.MIXPANEL_LIMIT, _response(), 9) <= 65  # capped at 60 s
+
+
+def _config(provider):
+    env = {"EVENT_TRACK_PROVIDER": provider, "EVENT_TRACK_TOKEN": "t0ken", "EVENT_TRACK_USER_ID": "peepshow-cli"}
+    return event_track.read_config(env)
 
 
 def test_daily_quota_is_read_from_the_429_body():
-    config = {"provider": "amplitude", "user_id": "peepshow-cli"}
+    config = _config("amplitude")
     users = _response(body={"code": 429, "exceeded_daily_quota_users": {"peepshow-cli": 500200}})
     error = event_track.daily_quota_error(config, users)
     assert error.transient and not error.refused
@@ -783,13 +790,14 @@ def test_daily_quota_is_read_from_the_429_body():
     assert event_track.daily_quota_error(config, throttled) is None
     other = _response(body={"code": 429, "exceeded_daily_quota_users": {"someone-else": 600000}})
     assert event_track.daily_quota_error(config, other) is None
-    assert event_track.daily_quota_error(dict(config, provider="mixpanel"), users) is None
+    assert event_track.daily_quota_error(_config("mixpanel"), users) is None
 
 
 def test_amplitude_silenced_events_are_the_runs_own_failure():
-    config = {"provider": "amplitude", "user_id": "peepshow-cli"}
+    config = _config("amplitude")
     body = {"code": 400, "error": "Events silenced for device_id", "silenced_devices": ["d1"], "silenced_events": [1]}
-    failures = event_track.parse_response(config, {"rows": [0, 1], "url": "/batch"}, _response(400, body))
+    req = event_track.sink.request("POST", "/batch", rows=[0, 1])
+    failures = event_track.parse_response(config, req, _response(400, body))
     assert list(failures) == [1]
     assert failures[1].refused and "silenced" in failures[1].message
 

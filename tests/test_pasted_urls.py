@@ -218,7 +218,7 @@ def test_event_track_endpoint_forms(provider, given, single, batch):
         "EVENT_TRACK_ENDPOINT": given,
     }
     config = event_track.read_config(env)
-    assert (config["endpoint"], config["batch_endpoint"]) == (single, batch)
+    assert (config.endpoint, config.batch_endpoint) == (single, batch)
 
 
 @pytest.mark.parametrize(
