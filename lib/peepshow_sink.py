@@ -575,7 +575,21 @@ TAGS_LIMIT = 1024 * 1024
 COLUMN_LIMIT = 64 * 1024
 
 
-class Run:
+class Fields:
+    """A value with declared fields (its __slots__), made with the fields named: `Run(run_id=..., title=...)`. A
+    field left out is None (what one kind alone has, the others leave out); a field not declared is an error."""
+
+    __slots__ = ()
+
+    def __init__(self, **fields):
+        unknown = set(fields) - set(self.__slots__)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field {', '.join(sorted(unknown))}")
+        for name in self.__slots__:
+            setattr(self, name, fields.get(name))
+
+
+class Run(Fields):
     """One run as the sinks write it, every value computed once (derive).
 
     run_id         the output folder's name, else the manifest's runId: what a table keys the row by
@@ -604,10 +618,6 @@ class Run:
         "identity",
         "payload",
     )
-
-    def __init__(self, **values):
-        for name in self.__slots__:
-            setattr(self, name, values[name])
 
 
 def derive(payload, env, now=None, source="stdin", identity=None):
