@@ -49,14 +49,18 @@ def body(req):
 
 def test_config_defaults_and_url_normalisation():
     cfg = config(DATABRICKS_URL="https://adb-1.2.azuredatabricks.net/?o=1234#x")
-    assert cfg["host"] == "https://adb-1.2.azuredatabricks.net"
-    assert (cfg["catalog"], cfg["schema"], cfg["table"]) == ("main", "default", "peepshow_runs")
+    assert cfg.host == "https://adb-1.2.azuredatabricks.net"
+    assert (cfg.catalog, cfg.schema, cfg.table) == ("main", "default", "peepshow_runs")
     assert db.table_name(config(DATABRICKS_CATALOG="my-cat")) == "`my-cat`.`default`.`peepshow_runs`"
     label, material = db.destination(cfg)
     assert TOKEN not in label and TOKEN not in material  # a rotated token still replays the runs kept before
     assert material == ("https://adb-1.2.azuredatabricks.net", "main", "default", "peepshow_runs")
-    rotated = config(DATABRICKS_URL="https://adb-1.2.azuredatabricks.net", DATABRICKS_TOKEN="dapi-rotated")
-    assert db.destination(dict(rotated, warehouse="other"))[1] == material
+    rotated = config(
+        DATABRICKS_URL="https://adb-1.2.azuredatabricks.net",
+        DATABRICKS_TOKEN="dapi-rotated",
+        DATABRICKS_WAREHOUSE_ID="other",
+    )
+    assert db.destination(rotated)[1] == material
     assert TOKEN in db.legacy_destinations(cfg)[-1]  # how 0.1.0 keyed them: still found
     # Unity Catalog names and host names are case-insensitive: one table, one key, whatever the spelling.
     shouted = config(DATABRICKS_URL="https://ADB-1.2.azuredatabricks.net", DATABRICKS_TABLE="Peepshow_Runs")
@@ -94,7 +98,7 @@ def test_config_refuses_plain_http_except_loopback():
     with pytest.raises(SinkError) as caught:
         config(DATABRICKS_URL="http://abc-123.cloud.databricks.com")
     assert caught.value.code == 2 and "https" in caught.value.message
-    assert config(DATABRICKS_URL="http://127.0.0.1:8080/")["host"] == "http://127.0.0.1:8080"
+    assert config(DATABRICKS_URL="http://127.0.0.1:8080/").host == "http://127.0.0.1:8080"
 
 
 # -- statements ---------------------------------------------------------------------------------------------------

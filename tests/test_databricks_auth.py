@@ -56,12 +56,12 @@ def refused(env, home=None):
 @pytest.mark.parametrize("variable", ["DATABRICKS_HOST", "DATABRICKS_URL"])
 def test_host_normalisation(variable, given, host):
     config = resolve({variable: given, "DATABRICKS_TOKEN": TOKEN, "DATABRICKS_WAREHOUSE_ID": "wh-1"})
-    assert config["host"] == host and config["sources"]["host"] == variable
+    assert config.host == host and config.sources.host == variable
 
 
 def test_host_and_url_may_agree_but_not_differ():
     same = {"DATABRICKS_HOST": "abc-123.cloud.databricks.com", "DATABRICKS_URL": HOST + "/"}
-    assert resolve({**same, "DATABRICKS_TOKEN": TOKEN, "DATABRICKS_WAREHOUSE_ID": "wh-1"})["host"] == HOST
+    assert resolve({**same, "DATABRICKS_TOKEN": TOKEN, "DATABRICKS_WAREHOUSE_ID": "wh-1"}).host == HOST
     message = refused({"DATABRICKS_HOST": HOST, "DATABRICKS_URL": "https://other.cloud.databricks.com"})
     assert "DATABRICKS_HOST" in message and "DATABRICKS_URL" in message and "different" in message
 
@@ -88,9 +88,9 @@ M2M = {"DATABRICKS_CLIENT_ID": CLIENT_ID, "DATABRICKS_CLIENT_SECRET": CLIENT_SEC
 )
 def test_the_method_is_picked_as_the_sdk_picks_it(env, method):
     config = resolve({**BASE, **env})
-    assert config["auth"]["type"] == method
-    assert config["user_agent"].startswith(f"peepshow-sink-databricks/{db.sink.version()} python/")
-    assert config["user_agent"].endswith(f" auth/{method}") and " os/" in config["user_agent"]
+    assert config.auth.type == method
+    assert config.user_agent.startswith(f"peepshow-sink-databricks/{db.sink.version()} python/")
+    assert config.user_agent.endswith(f" auth/{method}") and " os/" in config.user_agent
 
 
 @pytest.mark.parametrize(
@@ -142,19 +142,19 @@ def test_configuration_errors_name_what_to_fix(env, words):
     ],
 )
 def test_the_warehouse_may_be_its_http_path(given, warehouse):
-    assert resolve({**BASE, "DATABRICKS_TOKEN": TOKEN, "DATABRICKS_WAREHOUSE_ID": given})["warehouse"] == warehouse
+    assert resolve({**BASE, "DATABRICKS_TOKEN": TOKEN, "DATABRICKS_WAREHOUSE_ID": given}).warehouse == warehouse
 
 
 def test_credentials_are_redacted_from_the_moment_they_are_read():
     config = resolve({**BASE, **M2M})
     assert CLIENT_SECRET not in db.sink.redact(f"x {CLIENT_SECRET} y")
-    assert config["auth"]["basic"] not in db.sink.redact(f"Authorization: Basic {config['auth']['basic']}")
+    assert config.auth.basic not in db.sink.redact(f"Authorization: Basic {config.auth.basic}")
 
 
 def test_a_cli_on_path_is_the_method_when_nothing_else_is_configured(fake_cli):
     config = db.read_config({**BASE, db.sink.HOME_VARIABLE: "/nonexistent", "PATH": str(fake_cli.folder)})
-    assert config["auth"]["type"] == "databricks-cli" and config["auth"]["implicit"]
-    assert config["auth"]["command"] == [str(fake_cli.path), "auth", "token", "--host", HOST]
+    assert config.auth.type == "databricks-cli" and config.auth.implicit
+    assert config.auth.command == [str(fake_cli.path), "auth", "token", "--host", HOST]
 
 
 # -- ~/.databrickscfg -----------------------------------------------------------------------------------------------
@@ -235,19 +235,20 @@ def home(tmp_path):
 def test_profile_choice_and_precedence(home, env, default, name, host, credential, warehouse):
     home(PROFILES.format(default=default))
     config = resolve(env, home.folder)
-    auth = config["auth"]
-    assert (config["profile"]["name"], config["host"], config["warehouse"]) == (name, host, warehouse)
-    assert (auth["type"], auth.get("token") or auth.get("client_secret")) == credential
+    auth = config.auth
+    assert (config.profile.name, config.host, config.warehouse) == (name, host, warehouse)
+    secret = getattr(auth, "token", None) or base64.b64decode(auth.basic).decode().partition(":")[2]
+    assert (auth.type, secret) == credential
 
 
 def test_values_are_raw(home):
     # `#` is part of a value and `%` is no interpolation: the token is exactly what the file says.
-    assert resolve({"DATABRICKS_CONFIG_PROFILE": "dev"}, home.folder)["auth"]["token"] == "dapi#dev%s"
+    assert resolve({"DATABRICKS_CONFIG_PROFILE": "dev"}, home.folder).auth.token == "dapi#dev%s"
 
 
 def test_sources_name_the_profile_key(home):
     config = resolve({"DATABRICKS_CONFIG_PROFILE": "dev"}, home.folder)
-    assert config["sources"]["token"] == "token in [dev] of ~/.databrickscfg"
+    assert config.sources.token == "token in [dev] of ~/.databrickscfg"
     assert "profile [dev] of ~/.databrickscfg" in db.describe(config)
 
 
@@ -280,7 +281,7 @@ def test_the_file_is_not_read_when_the_environment_configures_host_or_credential
     message = refused({"DATABRICKS_TOKEN": TOKEN}, home.folder)
     assert "DATABRICKS_HOST is not set" in message and "not read when DATABRICKS_TOKEN is set" in message
     home("[DEFAULT\n")  # a broken file: not an error as long as it is not read
-    assert resolve({**BASE, "DATABRICKS_TOKEN": TOKEN}, home.folder)["profile"]["name"] is None
+    assert resolve({**BASE, "DATABRICKS_TOKEN": TOKEN}, home.folder).profile.name is None
 
 
 def test_an_empty_default_section_means_no_profile(home):
@@ -293,7 +294,7 @@ def test_a_config_file_elsewhere_and_a_missing_one(home, tmp_path):
     elsewhere = tmp_path / "work.cfg"
     elsewhere.write_text("[w]\nhost = https://w.cloud.databricks.com\ntoken = t-w\nwarehouse_id = wh-w\n")
     config = resolve({"DATABRICKS_CONFIG_FILE": str(elsewhere), "DATABRICKS_CONFIG_PROFILE": "w"}, home.folder)
-    assert (config["host"], config["profile"]["file"]) == ("https://w.cloud.databricks.com", str(elsewhere))
+    assert (config.host, config.profile.file) == ("https://w.cloud.databricks.com", str(elsewhere))
     # A missing file is no error by itself (the SDKs ignore it); what is then missing is, and says why.
     message = refused({"DATABRICKS_CONFIG_FILE": str(tmp_path / "none.cfg"), "DATABRICKS_CONFIG_PROFILE": "w"})
     assert "does not exist" in message
@@ -307,11 +308,11 @@ def test_a_broken_file_is_a_configuration_error_naming_it(home, text):
 
 def test_a_u2m_profile_runs_the_cli_with_its_name(home, fake_cli):
     env = {db.sink.HOME_VARIABLE: str(home.folder), "PATH": str(fake_cli.folder), "DATABRICKS_CONFIG_PROFILE": "u2m"}
-    assert db.read_config(env)["auth"]["command"] == [str(fake_cli.path), "auth", "token", "--profile", "u2m"]
+    assert db.read_config(env).auth.command == [str(fake_cli.path), "auth", "token", "--profile", "u2m"]
     # As [DEFAULT] fallback (not named), the SDKs pass the host instead.
     home("[DEFAULT]\nhost = https://u.cloud.databricks.com\nauth_type = databricks-cli\nwarehouse_id = w\n")
     env = {db.sink.HOME_VARIABLE: str(home.folder), "PATH": str(fake_cli.folder)}
-    command = db.read_config(env)["auth"]["command"]
+    command = db.read_config(env).auth.command
     assert command[-2:] == ["--host", "https://u.cloud.databricks.com"]
 
 

@@ -67,21 +67,21 @@ def az(tmp_path):
     ids=["public", "us-government", "china"],
 )
 def test_the_azure_cloud_comes_from_the_workspaces_dns_zone(host, cloud):
-    auth = resolve({"DATABRICKS_HOST": host, **SECRET_ENV})["auth"]
-    assert (auth["type"], auth["application"]) == ("azure-client-secret", AZURE_DATABRICKS)
-    assert (auth["login"], auth["management"]) == cloud
+    auth = resolve({"DATABRICKS_HOST": host, **SECRET_ENV}).auth
+    assert (auth.type, auth.application) == ("azure-client-secret", AZURE_DATABRICKS)
+    assert (auth.login, auth.management) == cloud
 
 
 def test_an_azure_host_with_az_on_path_and_nothing_else_is_azure_cli(az):
     config = resolve({"DATABRICKS_HOST": f"https://{AZURE_HOST}"}, az.folder)
-    assert config["auth"]["type"] == "azure-cli" and config["auth"]["implicit"]
-    assert config["auth"]["az"] == str(az.path)
+    assert config.auth.type == "azure-cli" and config.auth.implicit
+    assert config.auth.az == str(az.path)
     # Not on an AWS host: there the Databricks CLI's login is the last resort, as in the SDK.
     assert "no credential" in refused({"DATABRICKS_HOST": "https://abc-123.cloud.databricks.com"}, az.folder)
     resourced = resolve(
         {"DATABRICKS_HOST": f"https://{AZURE_HOST}", "DATABRICKS_AZURE_RESOURCE_ID": RESOURCE_ID}, az.folder
     )
-    assert resourced["auth"]["subscription"] == "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
+    assert resourced.auth.subscription == "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 
 
 @pytest.mark.parametrize(

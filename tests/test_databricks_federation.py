@@ -97,15 +97,15 @@ GITHUB_JOB["ACTIONS_ID_TOKEN_REQUEST_TOKEN"] = "ghs-request"
 )
 def test_the_method_is_the_first_in_the_sdks_order(env, method):
     config = resolve({"DATABRICKS_HOST": HOST, **env})
-    assert config["auth"]["type"] == method
-    assert config["user_agent"].endswith(f" auth/{method}")
+    assert config.auth.type == method
+    assert config.user_agent.endswith(f" auth/{method}")
 
 
 def test_a_token_file_is_file_oidc(token_file):
     config = resolve({"DATABRICKS_HOST": HOST, "DATABRICKS_OIDC_TOKEN_FILEPATH": str(token_file)})
-    assert (config["auth"]["type"], config["auth"]["path"]) == ("file-oidc", str(token_file))
+    assert (config.auth.type, config.auth.path) == ("file-oidc", str(token_file))
     alias = resolve({"DATABRICKS_HOST": HOST, "DATABRICKS_OIDC_TOKEN_FILE": str(token_file)})  # the older name
-    assert alias["sources"]["oidc_token_filepath"] == "DATABRICKS_OIDC_TOKEN_FILE"
+    assert alias.sources.oidc_token_filepath == "DATABRICKS_OIDC_TOKEN_FILE"
 
 
 @pytest.mark.parametrize(
