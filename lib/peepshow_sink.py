@@ -1054,13 +1054,14 @@ def throttled_error(what, response, detail=""):
 def send_renewing(ctx, req, credential, attach, refused_statuses=(401,), **send_options):
     """Send `req` with the current credential; when the service refuses it (one of `refused_statuses`: an expired
     or revoked token), send it once more with a renewed one. `credential` has current(ctx) -> a value and
-    renewed(ctx, refused_value) -> a new value, or None when there is none worth trying; `attach(req, value)` is the
-    request carrying it. Returns the last Response (send's options apply to each sending)."""
+    renewed(ctx, refused_value) -> a new value, or None when there is none worth trying (none to be had, or the same
+    one again); `attach(req, value)` is the request carrying it. Returns the last Response (send's options apply
+    to each sending)."""
     used = credential.current(ctx)
     response = send(ctx, attach(req, used), **send_options)
     if response.status in refused_statuses:
         fresh = credential.renewed(ctx, used)
-        if fresh is not None and fresh != used:
+        if fresh is not None:
             what = send_options.get("what") or host_port(req.url)
             log(ctx, f"{what} answered HTTP {response.status} to the credential held: sending again with a new one")
             response = send(ctx, attach(req, fresh), **send_options)
@@ -1146,17 +1147,23 @@ def column_problems(columns, found, missing, retyped, extra=None):
     """--check's verdict on a table's columns against the `columns` a sink writes ((name, type) pairs): a list of
     one-line problems, each with its fix, worded by the sink in its API's own terms. `found` maps each of the
     table's columns (by the name the sink writes it under) to what the API reports of it; `missing(name, kind)`
-    words a column the table lacks, `retyped(name, kind, column)` one that holds what the sink writes otherwise
-    (None when it lands unchanged), `extra(name, column)`, when given, one the sink does not write (None when it
-    does no harm)."""
+    words a column the table lacks, `retyped(name, kind, column)` what holds a written value otherwise, `extra(name,
+    column)`, when given, a column the sink does not write. Each returns a problem, a list of them (a column can be
+    both retyped and NOT NULL), or None when there is nothing to say."""
+
+    def listed(problem):
+        return problem if isinstance(problem, list) else [problem] if problem else []
+
     problems = []
     for name, kind in columns:
         column = found.get(name)
-        problems.append(missing(name, kind) if column is None else retyped(name, kind, column))
+        problems += listed(missing(name, kind) if column is None else retyped(name, kind, column))
     written = dict(columns)
     if extra is not None:
-        problems += [extra(name, column) for name, column in found.items() if name not in written]
-    return [problem for problem in problems if problem]
+        for name, column in found.items():
+            if name not in written:
+                problems += listed(extra(name, column))
+    return problems
 
 
 # -- the spool: runs waiting for a destination -------------------------------------------------------------------------
