@@ -219,7 +219,7 @@ def test_a_malformed_line_in_a_stream_is_skipped_and_the_rest_delivered(destinat
 def test_the_same_run_piped_again_is_one_copy(destination):
     destination.emulator.fault("status", status=503, times=None)
     for _ in range(3):
-        assert destination.run(PEEPSHOW_SINK_TIMEOUT="1").code == 5
+        assert destination.run(PEEPSHOW_SINK_TIMEOUT="0.5").code == 5
     assert len(destination.spooled()) == 1  # one kept copy, whatever the number of attempts
     destination.emulator.faults.clear()
     assert destination.run().code == 0  # sends the kept copy, with its created_at
@@ -249,8 +249,8 @@ def test_distinct_runs_that_reuse_an_output_folder_stay_distinct(run_sink, analy
 # -- throttling --------------------------------------------------------------------------------------------------------
 
 
-def test_429s_are_waited_out_past_any_fixed_count(destination):
-    destination.emulator.fault("status", status=429, headers={"Retry-After": "0"}, times=9)
+def test_429s_are_waited_out_past_any_fixed_count(destination):  # seven: past the six attempts a request gets
+    destination.emulator.fault("status", status=429, headers={"Retry-After": "0"}, times=7)
     result = destination.run(stdin=ndjson(runs("throttled", 2)), PEEPSHOW_SINK_TIMEOUT="20")
     assert result.code == 0, result
     assert destination.stored() == 2
@@ -262,7 +262,9 @@ def test_429s_are_waited_out_past_any_fixed_count(destination):
 def test_no_run_is_refused_for_its_size(destination):
     run = fixture("run-full.json")
     comment = "監視カメラの映像を確認しました。" * 900  # ~14,000 characters, ~43 KB of UTF-8
-    run["video"]["tags"] = dict(run["video"]["tags"], comment=comment, director="監督" * 20000, notes="x" * 21_000_000)
+    # 21 MB made Stargate answer 413 forever; the others are shown a few MB past every limit they have.
+    notes = "x" * (21_000_000 if destination.name == "stargate" else 3_000_000)
+    run["video"]["tags"] = dict(run["video"]["tags"], comment=comment, director="監督" * 20000, notes=notes)
     result = destination.run(stdin=json.dumps(run, ensure_ascii=False).encode(), PEEPSHOW_SINK_TIMEOUT="30")
     assert result.code == 0, result
     assert destination.stored() == 1

@@ -126,7 +126,8 @@ def test_a_backfill_from_the_index_skips_delivered_and_gone_runs_and_can_resend(
 def test_one_table_spelled_two_ways_is_one_destination(run_sink, databricks):
     env = databricks_env(databricks)
     databricks.fault("status", status=503, times=None)
-    kept = run_sink("databricks", fixture_bytes("run-full.json"), dict(env, DATABRICKS_TABLE="Peepshow_Runs"))
+    outage = dict(env, DATABRICKS_TABLE="Peepshow_Runs", PEEPSHOW_SINK_TIMEOUT="1.5")
+    kept = run_sink("databricks", fixture_bytes("run-full.json"), outage)
     assert kept.code == 5, kept
     databricks.faults.clear()
     flushed = run_sink("databricks", b"", dict(env, DATABRICKS_TABLE="peepshow_runs"), args=["--flush"])
