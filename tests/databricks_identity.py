@@ -156,3 +156,29 @@ def azure_workspace(folder):
         route.stop()
         entra.stop()
         workspace.stop()
+
+
+def backfill_while_the_token_expires(run_sink, workspace, env):
+    """30 runs in one backfill while the workspace expires the token the sink got, once it got one: the first
+    statement waits for a cold warehouse meanwhile, so the next request meets the expired token. The Result."""
+    import threading
+
+    from tests.conftest import fixture
+
+    workspace.cold_start(seconds=1.5)
+    runs = [
+        dict(fixture("manifest.json"), outputDir=f"/tmp/run-{number}", runId=f"run-{number}") for number in range(30)
+    ]
+
+    def expire_once_issued():
+        deadline = time.monotonic() + 10
+        while not workspace.token_requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        workspace.expire_oauth_tokens()
+
+    expirer = threading.Thread(target=expire_once_issued)
+    expirer.start()
+    try:
+        return run_sink("databricks", "\n".join(json.dumps(run) for run in runs), env)
+    finally:
+        expirer.join()

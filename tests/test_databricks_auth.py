@@ -10,12 +10,11 @@ import datetime
 import json
 import os
 import sys
-import threading
-import time
 
 import pytest
 
 from tests.conftest import assert_clean_failure, fixture, fixture_bytes, load_script, python_program
+from tests.databricks_identity import backfill_while_the_token_expires
 from tests.emulators.databricks import DEFAULT_SERVICE_PRINCIPALS
 
 db = load_script("databricks")
@@ -483,21 +482,7 @@ def test_a_token_that_expires_mid_backfill_is_renewed(run_sink, workspace):
     # The workspace expires the token while the first statement waits for a cold warehouse: the next request is
     # refused (403, as Databricks answers an expired token), the sink gets a new token and goes on.
     workspace.create_table(TABLE, db.COLUMNS)
-    workspace.cold_start(seconds=1.5)
-    runs = [
-        dict(fixture("manifest.json"), outputDir=f"/tmp/run-{number}", runId=f"run-{number}") for number in range(30)
-    ]
-
-    def expire_once_issued():
-        deadline = time.monotonic() + 10
-        while not workspace.token_requests and time.monotonic() < deadline:
-            time.sleep(0.01)
-        workspace.expire_oauth_tokens()
-
-    expirer = threading.Thread(target=expire_once_issued)
-    expirer.start()
-    result = run_sink("databricks", "\n".join(json.dumps(run) for run in runs), sink_env(workspace, **M2M))
-    expirer.join()
+    result = backfill_while_the_token_expires(run_sink, workspace, sink_env(workspace, **M2M))
     assert result.code == 0, result
     assert len(workspace.rows(TABLE)) == 30
     assert len(workspace.token_requests) == 2 and len(workspace.refused_tokens) == 1

@@ -8,7 +8,6 @@ reuse across invocations, expiry and revocation, two first runs at once, and wha
 
 import json
 import subprocess
-import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.conftest import (
     load_script,
     minimal_env,
 )
+from tests.databricks_identity import backfill_while_the_token_expires
 from tests.emulators.databricks import DEFAULT_SERVICE_PRINCIPALS
 from tests.emulators.identity import GitHubOidc, Issuer
 
@@ -431,22 +431,7 @@ def test_a_token_refused_after_renewal_fails_once_and_keeps_the_run(run_sink, wo
 
 def test_a_token_that_expires_mid_backfill_is_renewed(run_sink, workspace, gitlab):
     workspace.create_table(TABLE, db.COLUMNS)
-    workspace.cold_start(seconds=1.5)
-    runs = [
-        dict(fixture("manifest.json"), outputDir=f"/tmp/run-{number}", runId=f"run-{number}") for number in range(30)
-    ]
-
-    def expire_once_issued():
-        deadline = time.monotonic() + 10
-        while not workspace.token_requests and time.monotonic() < deadline:
-            time.sleep(0.01)
-        workspace.expire_oauth_tokens()
-
-    expirer = threading.Thread(target=expire_once_issued)
-    expirer.start()
-    env = env_oidc(workspace, oidc_token(gitlab, workspace))
-    result = run_sink("databricks", "\n".join(json.dumps(run) for run in runs), env)
-    expirer.join()
+    result = backfill_while_the_token_expires(run_sink, workspace, env_oidc(workspace, oidc_token(gitlab, workspace)))
     assert result.code == 0, result
     assert len(workspace.rows(TABLE)) == 30
     assert len(workspace.token_requests) == 2 and len(workspace.refused_tokens) == 1
