@@ -219,6 +219,19 @@ def run_sink(sink_process):
     return run
 
 
+def assert_delivered_as_predicted(run_sink, sink, env, deliveries, secret):
+    """Deliver each fixture of `deliveries` ({fixture name: None when it must be delivered, else words its refusal
+    must say}): what --check predicted for a table made by hand. Returns how many were delivered."""
+    for name, refused in deliveries.items():
+        result = run_sink(sink, fixture_bytes(name), env)
+        if refused is None:
+            assert (result.code, result.stderr) == (0, ""), result
+        else:
+            assert_clean_failure(result, 5, secret)
+            assert refused in result.stderr, result
+    return sum(refused is None for refused in deliveries.values())
+
+
 def assert_clean_failure(result, code, *secrets):
     """The failure contract: the exit code, one line of reason on stderr, no traceback, no secret anywhere."""
     assert result.code == code, result
