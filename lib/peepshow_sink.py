@@ -1488,17 +1488,17 @@ class Claims:
 
 def spool_release(claimed_path, outcome, key=None):
     """Settle a claimed run: "delivered" removes it, "rejected" sets it aside, "kept" puts it back in the queue,
-    under `key` when the failure changed whose it is (a refused configuration: unbound)."""
+    under `key` when the failure changed whose it is (a refused configuration: unbound). False when the file could
+    not be renamed (a kept run is then still claimed, and the next flush takes it back)."""
     original = claimed_path.rsplit(".claimed-", 1)[0]
     if outcome == "delivered":
         _remove_quietly(claimed_path)
-        return
+        return True
     if key is not None:
         folder, name = os.path.split(original)
         original = os.path.join(folder, key + name[name.index("-") :])
     if outcome == "rejected":
-        _rename_quietly(claimed_path, original[: -len(".json")] + ".rejected")
-        return
+        return _rename_quietly(claimed_path, original[: -len(".json")] + ".rejected")
     try:  # a live run was written without waiting for the disk: it is kept now, so make it durable first
         descriptor = os.open(claimed_path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         try:
@@ -1507,7 +1507,7 @@ def spool_release(claimed_path, outcome, key=None):
             os.close(descriptor)
     except OSError:
         pass
-    _rename_quietly(claimed_path, original)
+    return _rename_quietly(claimed_path, original)
 
 
 def release_claims(spool):
@@ -1820,18 +1820,22 @@ def _hold(ctx, spool, row):
         return None, row
 
 
+def _keep_run(spool, held, row, key):
+    """Queue a live run under `key`: the copy written down before sending (`held`) when there is one, else a new
+    one. Raises OSError when it cannot be kept."""
+    if not held:
+        spool_put(spool.directory, key, row, spool.label)
+    elif not spool_release(held, "kept", key):
+        raise OSError(f"cannot rename {held}")
+
+
 def _keep_live(sink, spool, held, row, outcome):
     """Keep a live run that was not delivered; the text to append to the failure message."""
     if not spool.directory:
         return " (not kept: PEEPSHOW_SINK_SPOOL=off)"
     key = spool.key if _verdict(outcome, False) == "kept" else spool.unbound
     try:
-        if held:
-            spool_release(held, "kept", key)
-            if os.path.exists(held):
-                raise OSError(f"cannot rename {held}")
-        else:
-            spool_put(spool.directory, key, row, spool.label)
+        _keep_run(spool, held, row, key)
     except OSError as error:
         return f" (and the run could not be kept in {spool.directory}: {error.strerror or error})"
     return (
@@ -1853,10 +1857,7 @@ def _interrupted(sink, ctx, spool, held, row, state, code, stderr):
         message = f"interrupted ({signal_name}): the run was not kept (PEEPSHOW_SINK_SPOOL=off)"
     else:
         try:
-            if held:
-                spool_release(held, "kept")
-            else:
-                spool_put(spool.directory, spool.key, row, spool.label)
+            _keep_run(spool, held, row, spool.key)
             message = (
                 f"interrupted ({signal_name}): the run was kept in {spool.directory}: `{sink.NAME} --flush` or the "
                 "next successful delivery replays it"
@@ -1921,6 +1922,7 @@ def _deliver_live(sink, config, ctx, spool, row, stderr):
     if outcome is None:
         if held:
             spool_release(held, "delivered")
+        if spool.directory:
             try:
                 record_delivered(spool.directory, spool.key, [row])
             except OSError:
