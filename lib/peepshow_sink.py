@@ -1398,10 +1398,11 @@ def _entry(row, label):
     return json.dumps(entry, ensure_ascii=False).encode("utf-8")
 
 
-def spool_put(directory, key, row, label, durable=True):
-    """Keep an undelivered run under `key`. The stored payload carries created_at, and the entry the run's
-    identity, so a replay reuses every derived id and is recognised as the same run."""
-    path = os.path.join(directory, f"{key}-{row.identity}.json")
+def spool_put(directory, key, row, label, durable=True, suffix=".json"):
+    """Keep an undelivered run under `key` (`suffix` ".rejected": set aside at once). The stored payload carries
+    created_at, and the entry the run's identity, so a replay reuses every derived id and is recognised as the
+    same run."""
+    path = os.path.join(directory, f"{key}-{row.identity}{suffix}")
     write_private(path, _entry(row, label), durable)
     return path
 
@@ -1969,7 +1970,7 @@ def _claimed_runs(ctx, spool, claimed, record, tally, progress):
     return list(runs.values())
 
 
-def _replay(sink, config, ctx, spool, progress, until=None, tally=None):
+def _replay(sink, config, ctx, spool, progress, until=None, tally=None, record=None):
     """Deliver this destination's spooled runs, a group at a time, until `until` (monotonic) or the spool is empty.
 
     Returns (tally, failure, busy): `failure` is the one that stopped the replay (not a run's own: the
@@ -1978,7 +1979,7 @@ def _replay(sink, config, ctx, spool, progress, until=None, tally=None):
     `*.rejected` and named through `progress`.
     """
     tally = tally or Tally()
-    record = delivered_runs(spool.directory, spool.keys)
+    record = delivered_runs(spool.directory, spool.keys) if record is None else record
     claims = Claims(spool)
     failure = None
     while not failure and (until is None or time.monotonic() < until):
@@ -2014,13 +2015,14 @@ def _flush(sink, config, ctx, spool, stdout, stderr, retry_rejected):
     directory, keys = spool.directory, spool.keys
     requeued = spool_requeue_rejected(directory, keys) if retry_rejected else 0
     progress = Progress(stderr, sink.NAME)
-    tally, failure, busy = _replay(sink, config, ctx, spool, progress)
+    record = delivered_runs(directory, keys)
+    tally, failure, busy = _replay(sink, config, ctx, spool, progress, record=record)
     # Runs another live process holds (a flush started at the same time) are waited for, within the timeout: it
     # delivers them, or puts them back and this flush takes them.
     waiting_until = time.monotonic() + ctx.timeout
     while busy and not failure and time.monotonic() < waiting_until:
         time.sleep(0.2)
-        tally, failure, busy = _replay(sink, config, ctx, spool, progress, tally=tally)
+        tally, failure, busy = _replay(sink, config, ctx, spool, progress, tally=tally, record=record)
     progress.clear()
     left = spool_count(directory, keys)
     line = f"{sink.NAME}: delivered {tally.delivered} spooled run(s) to {spool.label}; {left} left"
@@ -2232,8 +2234,7 @@ class Backfill:
         self.tally.rejected += 1
         if self.spool.directory:
             try:
-                path = spool_put(self.spool.directory, self.spool.key, row, self.spool.label)
-                _rename_quietly(path, path[: -len(".json")] + ".rejected")
+                spool_put(self.spool.directory, self.spool.key, row, self.spool.label, suffix=".rejected")
             except OSError:
                 pass
 
